@@ -1,0 +1,145 @@
+"""The engine contract: what turns conditioning into frames.
+
+An engine is shared by every session on a node. `prepare` turns a photo into an
+`Identity` once (the node caches it by content hash); `open` starts one session's
+`EngineStream`; `step` produces the next `frames_per_step` frames from the
+conditioning for exactly those frames. `step_batch` lets an engine that can batch
+(the GPU engine) serve several sessions in one call; the scheduler always calls it.
+
+Timing conventions (one media clock):
+- A stream's frames are numbered k = 0, 1, 2, ... at `StreamOptions.fps`.
+- `Conditioning.speech` is mono float32 at `SPEECH_SAMPLE_RATE` and covers
+  [start of this step's first frame, end of its last frame + audio_lookahead_ms).
+  Sample 0 is the instant the first frame of the step is shown.
+- Phoneme events are given in seconds relative to that same instant.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+#: Sample rate of the audio engines receive (speech and listen). wav2vec2 and Whisper use it.
+SPEECH_SAMPLE_RATE = 16_000
+
+
+class AvatarInputError(ValueError):
+    """The user's input cannot be used (no face, not an image, too large...).
+
+    The message is shown to the user as is: say what is wrong and what to do.
+    The node maps it to INVALID_ARGUMENT.
+    """
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    native_fps: float
+    frames_per_step: int
+    #: Future speech audio a step needs beyond its last frame.
+    audio_lookahead_ms: int
+    #: Most streams one `step_batch` call takes (1 = no batching).
+    max_batch: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A prepared reference photo. `data` is engine-specific and read-only."""
+
+    avatar_id: str  # sha256 of the photo bytes (hex, first 32 chars) + engine name
+    engine: str
+    image_width: int
+    image_height: int
+    face: FaceBox | None
+    faces_found: int
+    data: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    width: int = 848
+    height: int = 480
+    fps: float = 25.0
+    prompt: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PhonemeEvent:
+    """One phoneme of synthesised speech, times in seconds relative to the step's first frame."""
+
+    start_s: float
+    end_s: float
+    phoneme: str  # espeak-ng / IPA-ish symbol, e.g. "m", "a:", "O"
+
+
+@dataclass
+class Conditioning:
+    """Everything the engine may use to render the next step's frames."""
+
+    #: Speech the avatar says (float32 mono, SPEECH_SAMPLE_RATE), zeros when silent.
+    speech: np.ndarray
+    #: Per frame of the step: whether that frame belongs to a speech turn.
+    speaking: Sequence[bool]
+    #: The user's voice over the same span (float32 mono, SPEECH_SAMPLE_RATE), zeros if none.
+    listen: np.ndarray
+    #: Phonemes of text-driven speech overlapping this span (may extend past it).
+    phonemes: Sequence[PhonemeEvent] = ()
+    #: Behaviour triggers that arrived since the previous step ("nod", "smile", ...).
+    behaviours: Sequence[str] = ()
+    #: The current behaviour prompt, for engines that take one.
+    prompt: str = ""
+
+
+class EngineStream(abc.ABC):
+    """One session's state inside an engine."""
+
+    @abc.abstractmethod
+    def step(self, cond: Conditioning) -> list[np.ndarray]:
+        """Render the next `frames_per_step` frames (RGB uint8, HxWx3, C-contiguous).
+
+        Frames may be any size; the node fits them into the output canvas. An engine
+        that renders straight at (options.height, options.width) saves that work.
+        """
+
+    def reset_speech(self) -> None:
+        """Speech was interrupted: forget speech-driven state (mouth, audio context)."""
+
+    def close(self) -> None:
+        """Free this stream's resources. Called exactly once."""
+
+
+class Engine(abc.ABC):
+    info: EngineInfo
+
+    #: Behaviour names this engine acts on (others are reported back as unknown).
+    behaviours: frozenset[str] = frozenset()
+
+    @abc.abstractmethod
+    def prepare(self, image: bytes) -> Identity:
+        """Decode and analyse a photo. Raise AvatarInputError for unusable input."""
+
+    @abc.abstractmethod
+    def open(self, identity: Identity, options: StreamOptions) -> EngineStream:
+        """Start a stream for one session."""
+
+    def step_batch(
+        self, streams: Sequence[EngineStream], conds: Sequence[Conditioning]
+    ) -> list[list[np.ndarray]]:
+        """Step several streams at once. The default steps them one by one."""
+        return [s.step(c) for s, c in zip(streams, conds)]
+
+    def close(self) -> None:
+        """Release engine-wide resources (models, pools)."""

@@ -1,0 +1,254 @@
+"""The `avatar` command: render speech or text to an MP4, inspect or prepare on a node.
+
+    avatar say "Hello there" --image me.jpg -o hello.mp4
+    avatar speak speech.wav --image me.jpg -o speech.mp4 --target 10.0.0.5:50051
+    avatar info --target 10.0.0.5:50051
+
+Without --target an in-process node is started for the command and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from tqdm import tqdm
+
+from .audio import read_audio_file
+from .client import AsyncAvatarClient, load_image
+from .errors import AvatarError
+from .events import NodeInfo
+from .render import RenderResult, render_to_mp4
+
+SAMPLE_IMAGE = "assets/sample_portrait.jpg"
+
+
+class CliError(Exception):
+    """A failure to report as `error: <message>` with exit status 1."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 848x480, not {text!r}") from None
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError("width and height must be even and at least 16")
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avatar", description="Render and inspect talking avatars on an avatar node."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--target", metavar="HOST:PORT", help="the node to use (default: start one in this process)"
+    )
+    connection.add_argument(
+        "--token",
+        default=os.environ.get("AVATAR_TOKEN"),
+        help="bearer token for a node that requires one (default: $AVATAR_TOKEN)",
+    )
+
+    render = argparse.ArgumentParser(add_help=False, parents=[connection])
+    render.add_argument("--image", type=Path, help="reference photo (default: the bundled sample portrait)")
+    render.add_argument("-o", "--output", type=Path, default=Path("avatar.mp4"), help="MP4 to write")
+    render.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
+    render.add_argument("--fps", type=float, default=25.0)
+    render.add_argument("--voice", default="", help="text-to-speech voice (see `avatar info`)")
+    render.add_argument("--engine", default="", help="engine name (default: the node's default)")
+    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    say = commands.add_parser("say", parents=[render], help="render the avatar speaking TEXT")
+    say.add_argument("text", metavar="TEXT")
+    say.set_defaults(run=run_say)
+
+    speak = commands.add_parser("speak", parents=[render], help="render the avatar saying an audio file")
+    speak.add_argument("audio", type=Path, metavar="AUDIO", help="wav, mp3, ogg... (mixed to mono)")
+    speak.set_defaults(run=run_speak)
+
+    info = commands.add_parser("info", parents=[connection], help="show a node's engines, voices and load")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=run_info)
+
+    prepare = commands.add_parser("prepare", parents=[connection], help="upload a photo, print its avatar id")
+    prepare.add_argument("image", type=Path, metavar="IMAGE")
+    prepare.add_argument("--engine", default="")
+    prepare.set_defaults(run=run_prepare)
+    return parser
+
+
+@contextlib.contextmanager
+def node_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
+    """The node to talk to: --target, or a node started here for this command."""
+    if args.target:
+        yield args.target, args.token
+        return
+    try:  # the node's heavy parts are only needed when running one in-process
+        from avatar_node.server import NodeConfig, start_background_node
+    except ImportError as error:
+        raise CliError(
+            f"no --target given and no in-process node available ({error}); pass --target HOST:PORT"
+        ) from None
+    engine = getattr(args, "engine", "") or "portrait"
+    node = start_background_node(
+        NodeConfig(host="127.0.0.1", port=0, engine=engine, max_sessions=1, auth_token=None)
+    )
+    try:
+        yield node.target, None
+    finally:
+        node.stop()
+
+
+def sample_image() -> bytes:
+    try:
+        return resources.files("avatar_node").joinpath(SAMPLE_IMAGE).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise CliError("the sample portrait is not installed; pass --image PHOTO") from None
+
+
+class ProgressBar:
+    """A tqdm bar over media seconds."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar = tqdm(
+            total=None, unit="s", desc="rendering", disable=not enabled, dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s media [{elapsed}<{remaining}]",
+        )
+
+    def set_total(self, seconds: float) -> None:
+        self._bar.total = round(seconds, 2)
+        self._bar.refresh()
+
+    def advance_to(self, seconds: float) -> None:
+        if self._bar.total is not None and seconds > self._bar.total:
+            self._bar.total = round(seconds, 2)
+        self._bar.update(round(seconds - self._bar.n, 3))
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def render(args: argparse.Namespace, **what: object) -> int:
+    image = load_image(args.image) if args.image else sample_image()
+    width, height = args.size
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        with node_target(args) as (target, token):
+
+            async def go() -> RenderResult:
+                async with AsyncAvatarClient(target, token) as client:
+                    return await render_to_mp4(
+                        client,
+                        args.output,
+                        image=image,
+                        engine=args.engine,
+                        width=width,
+                        height=height,
+                        fps=args.fps,
+                        voice=args.voice,
+                        progress=bar,
+                        **what,  # type: ignore[arg-type]
+                    )
+
+            result = asyncio.run(go())
+    finally:
+        bar.close()
+    print(
+        f"wrote {result.path}: {result.width}x{result.height} at {result.fps:g} fps, "
+        f"{result.duration_s:.2f} s ({result.frames} frames) in {result.wall_s:.1f} s "
+        f"({result.realtime_factor:.1f}x real time)"
+    )
+    return 0
+
+
+def run_say(args: argparse.Namespace) -> int:
+    if not args.text.strip():
+        raise CliError("nothing to say: TEXT is empty")
+    return render(args, text=args.text)
+
+
+def run_speak(args: argparse.Namespace) -> int:
+    samples, rate = read_audio_file(args.audio)
+    if samples.size == 0:
+        raise CliError(f"{args.audio} holds no audio")
+    return render(args, speech=(samples, rate))
+
+
+def format_info(info: NodeInfo) -> str:
+    lines = [
+        f"version:   {info.version}",
+        f"sessions:  {info.active_sessions}/{info.max_sessions} active"
+        + ("  (draining)" if info.draining else ""),
+        f"auth:      {'token required' if info.auth_required else 'none'}",
+        f"messages:  up to {info.max_message_bytes} bytes, images up to {info.max_image_pixels} pixels",
+        "engines:",
+    ]
+    for engine in info.engines:
+        default = " (default)" if engine.is_default else ""
+        lines.append(
+            f"  {engine.name}{default}: {engine.native_fps:g} fps, {engine.frames_per_step} frame(s)/step, "
+            f"{engine.audio_lookahead_ms} ms look-ahead. {engine.description}".rstrip()
+        )
+    lines.append(f"voices:    {', '.join(info.voices) or '(none)'}")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with node_target(args) as (target, token):
+
+        async def go() -> NodeInfo:
+            async with AsyncAvatarClient(target, token) as client:
+                return await client.node_info()
+
+        info = asyncio.run(go())
+    print(json.dumps(dataclasses.asdict(info), indent=2) if args.json else format_info(info))
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    image = load_image(args.image)
+    with node_target(args) as (target, token):
+
+        async def go():  # type: ignore[no-untyped-def]
+            async with AsyncAvatarClient(target, token) as client:
+                return await client.prepare_avatar(image, engine=args.engine)
+
+        prepared = asyncio.run(go())
+    face = prepared.face
+    where = f", face at {face.x:.0f},{face.y:.0f} {face.width:.0f}x{face.height:.0f}" if face else ""
+    print(prepared.avatar_id)
+    print(
+        f"{prepared.image_width}x{prepared.image_height}, {prepared.faces_found} face(s){where}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except AvatarError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except (CliError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Rendering speech to a file: a render-mode session recorded into an MP4."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .client import AsyncAvatarClient
+from .events import Stats, TurnEvent, TurnKind, VideoPacket
+from .mp4 import Mp4Writer
+from .session import AvatarSession
+
+
+class RenderProgress(Protocol):
+    """Receives media-time progress of a render (e.g. a progress bar)."""
+
+    def set_total(self, seconds: float) -> None: ...
+
+    def advance_to(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    path: Path
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration_s: float  # media time written
+    wall_s: float
+    stats: Stats | None
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.duration_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+async def record_session(
+    session: AvatarSession,
+    path: str | Path,
+    progress: RenderProgress | None = None,
+    on_turn: Callable[[TurnEvent], None] | None = None,
+) -> Mp4Writer:
+    """Write everything the session sends into an MP4 until it ends; return the closed writer."""
+    clock_rate = session.ready.clock_rate
+    with Mp4Writer.for_session(path, session.ready) as writer:
+        async for event in session.events():
+            writer.write(event)
+            if isinstance(event, VideoPacket) and progress is not None:
+                progress.advance_to((event.pts + event.duration) / clock_rate)
+            elif isinstance(event, TurnEvent):
+                if event.kind == TurnKind.QUEUED and event.duration_ms and progress is not None:
+                    progress.set_total(event.duration_ms / 1000)
+                if on_turn is not None:
+                    on_turn(event)
+    return writer
+
+
+async def render_to_mp4(
+    client: AsyncAvatarClient,
+    output: str | Path,
+    *,
+    image: bytes | str | Path | None = None,
+    avatar_id: str = "",
+    speech: tuple[np.ndarray, int] | None = None,
+    text: str | None = None,
+    engine: str = "",
+    width: int = 848,
+    height: int = 480,
+    fps: float = 25.0,
+    voice: str = "",
+    progress: RenderProgress | None = None,
+) -> RenderResult:
+    """Render `speech` (samples, sample_rate) or `text` as fast as the node runs, into `output`.
+
+    The session ends after the speech is played out, so the file lasts as long as the speech.
+    """
+    if (speech is None) == (text is None):
+        raise ValueError("pass exactly one of speech= or text=")
+    began = time.monotonic()
+    session = await client.start_session(
+        image,
+        avatar_id=avatar_id,
+        engine=engine,
+        width=width,
+        height=height,
+        fps=fps,
+        mode="render",
+        voice=voice,
+    )
+    async with session:
+
+        async def send() -> None:
+            if speech is not None:
+                samples, rate = speech
+                if progress is not None:
+                    progress.set_total(len(samples) / rate)
+                await session.send_audio(samples, rate, end_of_turn=True)
+            else:
+                await session.say(text or "", voice=voice)
+            await session.end(discard_pending=False)
+
+        sender = asyncio.create_task(send())
+        recorder = asyncio.create_task(record_session(session, output, progress))
+        try:
+            await asyncio.wait({sender, recorder}, return_when=asyncio.FIRST_EXCEPTION)
+            if sender.done() and sender.exception() is not None:
+                raise sender.exception()  # type: ignore[misc]
+            writer = await recorder
+        finally:
+            for task in (sender, recorder):
+                task.cancel()
+            await asyncio.gather(sender, recorder, return_exceptions=True)
+    ready = session.ready
+    return RenderResult(
+        path=Path(output),
+        width=ready.width,
+        height=ready.height,
+        fps=ready.fps,
+        frames=writer.frames_written,
+        duration_s=writer.frames_written / ready.fps,
+        wall_s=time.monotonic() - began,
+        stats=session.last_stats,
+    )

@@ -112,8 +112,9 @@ class _Job:
     error: BaseException | None = None
 
 
-def _read_languages(address: int | None) -> list[str]:
-    languages: list[str] = []
+def _read_languages(address: int | None) -> list[tuple[int, str]]:
+    """Decode espeak_VOICE.languages into (priority, code) pairs; a lower priority is preferred."""
+    languages: list[tuple[int, str]] = []
     if not address:
         return languages
     while True:
@@ -121,7 +122,7 @@ def _read_languages(address: int | None) -> list[str]:
         if priority == 0:
             return languages
         name = ctypes.string_at(address + 1)
-        languages.append(name.decode("ascii", "replace"))
+        languages.append((priority, name.decode("ascii", "replace")))
         address += 2 + len(name)
 
 
@@ -178,18 +179,25 @@ class EspeakEngine:
         lib.espeak_Synth.restype = ctypes.c_int
 
     def _list_voices(self) -> tuple[dict[str, str], dict[str, str]]:
-        """Language codes (lower case -> as listed) and voice variants (lower case -> file name)."""
-        languages: dict[str, str] = {}
+        """Language codes (lower case -> voice file) and voice variants (lower case -> file name).
+
+        espeak_SetVoiceByName matches voice file names, not language codes, so each
+        code maps to the file of the voice that lists it with the best priority.
+        """
+        best: dict[str, tuple[int, str]] = {}
         voices = self._lib.espeak_ListVoices(None)
         for i in range(100_000):
             if not voices[i]:
                 break
             voice = voices[i].contents
             identifier = (voice.identifier or b"").decode("ascii", "replace")
-            if identifier.startswith("mb/"):
+            if not identifier or identifier.startswith("mb/"):
                 continue  # MBROLA voices need data this package does not ship
-            for name in _read_languages(voice.languages):
-                languages.setdefault(name.lower(), name)
+            for priority, code in _read_languages(voice.languages):
+                key = code.lower()
+                if key not in best or priority < best[key][0]:
+                    best[key] = (priority, identifier)
+        languages = {code: identifier for code, (_, identifier) in best.items()}
 
         spec = _Voice()
         spec.languages = ctypes.cast(ctypes.c_char_p(b"variant"), ctypes.c_void_p)
@@ -230,7 +238,7 @@ class EspeakEngine:
             return 1
 
     def synthesize(self, text: str, voice: str, max_samples: int) -> tuple[np.ndarray, list[PhonemeMark]]:
-        """Speak `text` with `voice` (an espeak-ng voice name such as "en-us+f3").
+        """Speak `text` with `voice` (a voice file name, optionally "+variant": "gmw/en-US+f3").
 
         Returns int16 mono samples at `sample_rate` and the phoneme marks in order.
         Raises SpeechTooLongError past `max_samples`.

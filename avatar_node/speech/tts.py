@@ -75,7 +75,7 @@ class SpeechSynthesizer:
 
         A variant may be appended with "+", e.g. "en-us+f3" (see `variants()`).
         """
-        return sorted(self._engine.languages.values())
+        return sorted(self._engine.languages)
 
     def variants(self) -> list[str]:
         """Voice variants ("f3", "m1", "klatt", ...) that can follow a voice name after "+"."""
@@ -90,10 +90,12 @@ class SpeechSynthesizer:
             raise RuntimeError("this SpeechSynthesizer is closed; create a new one")
         cleaned = clean_text(text)
         resolved = self._resolve_voice(voice) if voice else self._default_voice
+        base, _, variant = resolved.partition("+")
+        voice_file = self._engine.languages[base] + (f"+{self._engine.variants[variant]}" if variant else "")
         rate = self._engine.sample_rate
         try:
             samples, marks = self._engine.synthesize(
-                cleaned, resolved, max_samples=int(MAX_SPEECH_SECONDS * rate)
+                cleaned, voice_file, max_samples=int(MAX_SPEECH_SECONDS * rate)
             )
         except SpeechTooLongError:
             raise AvatarInputError(
@@ -120,31 +122,30 @@ class SpeechSynthesizer:
         self.close()
 
     def _resolve_voice(self, voice: str) -> str:
-        """Map a user's voice name to espeak-ng's spelling, or explain what is valid."""
+        """Normalise a user's voice name ("EN-US+F3" -> "en-us+f3"), or explain what is valid."""
         if not isinstance(voice, str):
             raise AvatarInputError(f"voice must be a string such as 'en-us'; got {type(voice).__name__}")
         base, _, variant = voice.strip().lower().partition("+")
-        language = self._engine.languages.get(base)
-        if language is None:
+        if base not in self._engine.languages:
             examples = [v for v in ("en-us", "en-gb-x-rp", "fr-fr", "de", "es", "it", "ja") if v in self._engine.languages]
             raise AvatarInputError(
                 f"unknown voice {voice!r}: use a language code such as {', '.join(examples)} "
                 f"({len(self._engine.languages)} voices; SpeechSynthesizer.voices() lists them all)"
             )
         if not variant:
-            return language
+            return base
         variant_name = self._engine.variants.get(variant)
         if variant_name is None:
             examples = [v for v in ("f1", "f3", "m1", "m3", "klatt") if v in self._engine.variants]
             raise AvatarInputError(
                 f"unknown voice variant {variant!r} in {voice!r}: use one such as "
-                f"{', '.join(language + '+' + v for v in examples)} (SpeechSynthesizer.variants() lists them all)"
+                f"{', '.join(base + '+' + v for v in examples)} (SpeechSynthesizer.variants() lists them all)"
             )
-        return f"{language}+{variant_name}"
+        return f"{base}+{variant_name.lower()}"
 
 
 def clean_text(text: str) -> str:
-    """Validate text to speak: control characters out, whitespace collapsed at the ends, size capped."""
+    """Validate text to speak: size capped, control characters out, runs of whitespace made one space."""
     if not isinstance(text, str):
         raise AvatarInputError(f"text must be a string; got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
@@ -158,7 +159,7 @@ def clean_text(text: str) -> str:
             kept.append(" ")
         elif unicodedata.category(ch) not in ("Cc", "Cs"):  # controls and lone surrogates
             kept.append(ch)
-    cleaned = "".join(kept).strip()
+    cleaned = " ".join("".join(kept).split())
     if not cleaned:
         raise AvatarInputError("text is empty: send the words the avatar should say")
     return cleaned

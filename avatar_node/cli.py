@@ -1,0 +1,101 @@
+"""`avatar-node`: run the node, check a weights directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .engines import registry
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import AvatarNodeServer, NodeConfig, new_event_loop
+
+    token = args.auth_token or os.environ.get("AVATAR_NODE_TOKEN") or None
+    config = NodeConfig(
+        host=args.host,
+        port=args.port,
+        engine=args.engine,
+        max_sessions=args.max_sessions,
+        auth_token=token,
+        grace_s=args.grace,
+    )
+
+    async def run() -> None:
+        server = AvatarNodeServer(config)
+        port = await server.start()
+        print(
+            f"avatar node ready on {config.host}:{port} (engine {config.engine}, "
+            f"{config.max_sessions} sessions{', token required' if token else ''})",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:  # Windows
+                pass
+        await stop.wait()
+        print(f"draining (up to {config.grace_s:g} s)...", flush=True)
+        await server.stop()
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    except ValueError as exc:  # unknown engine and other configuration errors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        loop.close()
+    return 0
+
+
+def _check_weights(args: argparse.Namespace) -> int:
+    try:
+        from .engines.livetalk.check_weights import main as check_main
+    except ImportError as exc:
+        print(f"error: the diffusion engine needs its extra: pip install 'avatar-node[diffusion]' ({exc})",
+              file=sys.stderr)
+        return 2
+    return check_main([args.directory, *args.rest])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avatar-node", description="The real-time avatar node.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the gRPC API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--engine", default=registry.DEFAULT_ENGINE, choices=registry.available())
+    serve.add_argument("--max-sessions", type=int, default=4, help="sessions at once; more get RESOURCE_EXHAUSTED")
+    serve.add_argument("--auth-token", default="", help="require `authorization: Bearer TOKEN` "
+                       "(or set AVATAR_NODE_TOKEN)")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds sessions get to finish on SIGTERM")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(run=_serve)
+
+    check = sub.add_parser("check-weights", help="check a weights directory for the diffusion engine",
+                           add_help=False)
+    check.add_argument("directory", nargs="?", default="--help")
+    check.add_argument("rest", nargs=argparse.REMAINDER)
+    check.set_defaults(run=_check_weights)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,7 +41,11 @@ def validate_sample_rate(rate: int) -> int:
 
 def pcm_s16le_to_mono(data: bytes, channels: int) -> np.ndarray:
     """Parse interleaved signed 16-bit little-endian PCM into int16 mono (channels averaged)."""
-    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or not 1 <= channels <= MAX_CHANNELS:
+    if (
+        isinstance(channels, bool)
+        or not isinstance(channels, numbers.Integral)
+        or not 1 <= channels <= MAX_CHANNELS
+    ):
         raise AvatarInputError(f"channels must be between 1 and {MAX_CHANNELS}; got {channels!r}")
     size = len(data)
     if size % 2:

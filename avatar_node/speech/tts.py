@@ -29,6 +29,8 @@ MAX_TEXT_CHARS = 5000
 MAX_SPEECH_SECONDS = 600.0
 
 PAUSE = "_"
+_EXAMPLE_VOICES = ("en-us", "en-gb", "fr", "de", "es", "it", "ja")
+_EXAMPLE_VARIANTS = ("f1", "f3", "m1", "m3", "klatt")
 _STRESS_MARKS = "',%="
 _WHITESPACE_CONTROLS = frozenset("\t\n\v\f\r\x1c\x1d\x1e\x1f\x85")
 
@@ -127,7 +129,7 @@ class SpeechSynthesizer:
             raise AvatarInputError(f"voice must be a string such as 'en-us'; got {type(voice).__name__}")
         base, _, variant = voice.strip().lower().partition("+")
         if base not in self._engine.languages:
-            examples = [v for v in ("en-us", "en-gb-x-rp", "fr-fr", "de", "es", "it", "ja") if v in self._engine.languages]
+            examples = [v for v in _EXAMPLE_VOICES if v in self._engine.languages]
             raise AvatarInputError(
                 f"unknown voice {voice!r}: use a language code such as {', '.join(examples)} "
                 f"({len(self._engine.languages)} voices; SpeechSynthesizer.voices() lists them all)"
@@ -136,10 +138,10 @@ class SpeechSynthesizer:
             return base
         variant_name = self._engine.variants.get(variant)
         if variant_name is None:
-            examples = [v for v in ("f1", "f3", "m1", "m3", "klatt") if v in self._engine.variants]
+            variants = [v for v in _EXAMPLE_VARIANTS if v in self._engine.variants]
             raise AvatarInputError(
                 f"unknown voice variant {variant!r} in {voice!r}: use one such as "
-                f"{', '.join(base + '+' + v for v in examples)} (SpeechSynthesizer.variants() lists them all)"
+                f"{', '.join(base + '+' + v for v in variants)} (SpeechSynthesizer.variants() lists them all)"
             )
         return f"{base}+{variant_name.lower()}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -34,13 +35,13 @@ def assert_tiles_clip(clip: SpeechClip) -> None:
     assert events, "no phonemes"
     assert events[0].start_s == 0.0
     assert events[-1].end_s == pytest.approx(clip.duration_s, abs=1e-9)
-    for before, after in zip(events, events[1:]):
+    for before, after in pairwise(events):
         assert before.end_s == after.start_s
     for event in events:
         assert event.end_s > event.start_s
         assert event.phoneme and event.phoneme[0] not in "',%="  # no stress marks
         assert not event.phoneme.startswith("_") or event.phoneme == "_"
-    for before, after in zip(events, events[1:]):
+    for before, after in pairwise(events):
         assert not (before.phoneme == after.phoneme == "_"), "neighbouring pauses should merge"
 
 
@@ -142,7 +143,7 @@ def test_concurrent_synthesis_matches_sequential(synth: SpeechSynthesizer) -> No
         "Bonjour tout le monde.",
     ]
     voices = ["en-us", "en-us", "en-gb", "fr"]
-    sequential = [synth.synthesize(t, v) for t, v in zip(texts, voices)]
+    sequential = [synth.synthesize(t, v) for t, v in zip(texts, voices, strict=True)]
     other = SpeechSynthesizer()  # a second instance shares the one library safely
     results: dict[tuple[int, int], SpeechClip] = {}
     errors: list[BaseException] = []
@@ -192,7 +193,9 @@ def test_over_long_text_is_rejected(synth: SpeechSynthesizer) -> None:
         synth.synthesize("a" * (MAX_TEXT_CHARS + 1))
 
 
-def test_speech_longer_than_the_cap_is_rejected(synth: SpeechSynthesizer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_speech_longer_than_the_cap_is_rejected(
+    synth: SpeechSynthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tts, "MAX_SPEECH_SECONDS", 1.0)
     with pytest.raises(AvatarInputError, match="more than 1 s to speak"):
         synth.synthesize("This sentence certainly takes longer than one second to say aloud.")

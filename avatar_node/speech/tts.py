@@ -81,7 +81,7 @@ class SpeechSynthesizer:
 
     def variants(self) -> list[str]:
         """Voice variants ("f3", "m1", "klatt", ...) that can follow a voice name after "+"."""
-        return sorted(self._engine.variants.values())
+        return sorted(self._engine.variants)
 
     def synthesize(self, text: str, voice: str = "") -> SpeechClip:
         """Speak `text` with `voice` (default: the synthesiser's default voice).

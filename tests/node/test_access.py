@@ -33,10 +33,8 @@ async def test_missing_or_wrong_token(small_node):
                 await stub.GetNodeInfo(pb.GetNodeInfoRequest(), metadata=metadata)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "Bearer" in info.value.details()
-        call = stub.Converse(iter([pb.ClientEvent(text=pb.SpeakText(text="hi"))]))
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call.read()
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        call = stub.Converse()  # refused before any event is read
+        assert await call.code() == grpc.StatusCode.UNAUTHENTICATED
         info_ok = await stub.GetNodeInfo(pb.GetNodeInfoRequest(), metadata=_auth())
         assert info_ok.auth_required and info_ok.max_sessions == 1
 

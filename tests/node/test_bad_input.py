@@ -42,6 +42,7 @@ async def witness(target: str, photo: bytes):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
         started = loop.time()
         yield call
+        await asyncio.sleep(max(0.0, 1.0 - (loop.time() - started)))  # watch it for a second at least
         call.send(end=pb.EndSession(discard_pending=True))
         call.close()
         await call.read_all()

@@ -27,11 +27,8 @@ def _check_one_clock(call: Call) -> None:
 def _decode(call: Call) -> list[np.ndarray]:
     codec = av.CodecContext.create("h264", "r")
     frames = []
-    for v in call.of("video"):
-        for packet in codec.parse(v.data):
-            frames += [f.to_ndarray(format="rgb24") for f in codec.decode(packet)]
-    for packet in codec.parse(None) if False else []:
-        pass
+    for v in call.of("video"):  # each packet is one whole access unit
+        frames += [f.to_ndarray(format="rgb24") for f in codec.decode(av.Packet(v.data))]
     frames += [f.to_ndarray(format="rgb24") for f in codec.decode(None)]
     return frames
 

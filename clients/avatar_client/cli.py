@@ -119,25 +119,36 @@ def sample_image() -> bytes:
 
 
 class ProgressBar:
-    """A tqdm bar over media seconds."""
+    """A tqdm bar over media seconds; it appears once the speech's length is known."""
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
 
     def __init__(self, enabled: bool) -> None:
-        self._bar = tqdm(
-            total=None, unit="s", desc="rendering", disable=not enabled, dynamic_ncols=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s media [{elapsed}<{remaining}]",
-        )
+        self._enabled = enabled
+        self._bar: tqdm | None = None
+        self._done = 0.0
 
     def set_total(self, seconds: float) -> None:
-        self._bar.total = round(seconds, 2)
-        self._bar.refresh()
+        if self._bar is None:
+            self._bar = tqdm(
+                total=seconds, desc="rendering", unit="s", bar_format=self.FORMAT,
+                disable=not self._enabled, dynamic_ncols=True,
+            )
+            self._bar.update(self._done)
+        else:
+            self._bar.total = seconds
+            self._bar.refresh()
 
     def advance_to(self, seconds: float) -> None:
-        if self._bar.total is not None and seconds > self._bar.total:
-            self._bar.total = round(seconds, 2)
-        self._bar.update(round(seconds - self._bar.n, 3))
+        step, self._done = seconds - self._done, seconds
+        if self._bar is not None:
+            if seconds > self._bar.total:  # the turn ran over its estimate (look-ahead, rounding)
+                self._bar.total = seconds
+            self._bar.update(step)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def render(args: argparse.Namespace, **what: object) -> int:
@@ -167,7 +178,8 @@ def render(args: argparse.Namespace, **what: object) -> int:
         bar.close()
     print(
         f"wrote {result.path}: {result.width}x{result.height} at {result.fps:g} fps, "
-        f"{result.duration_s:.2f} s ({result.frames} frames) in {result.wall_s:.1f} s "
+        f"{result.duration_s:.2f} s ({result.frames} frames) for {result.speech_s:.2f} s of speech, "
+        f"in {result.wall_s:.1f} s "
         f"({result.realtime_factor:.1f}x real time)"
     )
     return 0

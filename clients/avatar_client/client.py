@@ -149,22 +149,32 @@ class AsyncAvatarClient:
         outbox: asyncio.Queue[avatar_pb2.ClientEvent | None] = asyncio.Queue(OUTBOX_SIZE)
         outbox.put_nowait(avatar_pb2.ClientEvent(start=start))
         call = self._node().Converse(request_stream(outbox), metadata=self._metadata)
+
+        def refuse(error: AvatarError) -> AvatarError:
+            # End the request stream too: a request iterator left waiting after its call has
+            # ended keeps grpc's consumer task alive and spoils later calls on the channel.
+            outbox.put_nowait(None)
+            call.cancel()
+            return error
+
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as error:
-            raise AvatarError.from_rpc_error(error) from None
+            raise refuse(AvatarError.from_rpc_error(error)) from None
         except BaseException:
-            call.cancel()
+            refuse(AvatarError(grpc.StatusCode.CANCELLED, "cancelled"))
             raise
         if first is grpc.aio.EOF:
             code = await call.code()
-            raise AvatarError(code, await call.details() or "the node closed the session before it was ready")
+            details = await call.details() or "the node closed the session before it was ready"
+            raise refuse(AvatarError(code, details))
         ready = event_from_proto(first, 0)
         if not isinstance(ready, SessionReady):
-            call.cancel()
-            raise AvatarError(
-                grpc.StatusCode.INTERNAL,
-                f"the node's first message was {first.WhichOneof('event')!r}, not 'ready'",
+            raise refuse(
+                AvatarError(
+                    grpc.StatusCode.INTERNAL,
+                    f"the node's first message was {first.WhichOneof('event')!r}, not 'ready'",
+                )
             )
         session = AvatarSession(call, outbox, ready)
         self._sessions.add(session)

@@ -32,6 +32,7 @@ class RenderResult:
     fps: float
     frames: int
     duration_s: float  # media time written
+    speech_s: float  # length of the speech rendered (from the node's turn report for text)
     wall_s: float
     stats: Stats | None
 
@@ -105,8 +106,15 @@ async def render_to_mp4(
                 await session.say(text or "", voice=voice)
             await session.end(discard_pending=False)
 
+        speech_s = len(speech[0]) / speech[1] if speech is not None else 0.0
+
+        def on_turn(turn: TurnEvent) -> None:
+            nonlocal speech_s
+            if turn.kind == TurnKind.QUEUED and text is not None:
+                speech_s += turn.duration_ms / 1000
+
         sender = asyncio.create_task(send())
-        recorder = asyncio.create_task(record_session(session, output, progress))
+        recorder = asyncio.create_task(record_session(session, output, progress, on_turn))
         try:
             await asyncio.wait({sender, recorder}, return_when=asyncio.FIRST_EXCEPTION)
             if sender.done() and sender.exception() is not None:
@@ -124,6 +132,7 @@ async def render_to_mp4(
         fps=ready.fps,
         frames=writer.frames_written,
         duration_s=writer.frames_written / ready.fps,
+        speech_s=speech_s,
         wall_s=time.monotonic() - began,
         stats=session.last_stats,
     )

@@ -56,7 +56,11 @@ class AvatarSession:
         self.notices: list[Notice] = []
         self._reading = False
         self._call_done = asyncio.Event()
-        call.add_done_callback(lambda _call: self._call_done.set())
+        call.add_done_callback(self._on_call_done)
+
+    def _on_call_done(self, _call: object) -> None:
+        self._call_done.set()
+        self._finish_requests()  # let grpc's request reader finish rather than wait forever
 
     @property
     def session_id(self) -> str:
@@ -274,10 +278,10 @@ class AvatarSession:
 
     def _finish_requests(self) -> None:
         """Close our side of the stream once nothing more will be sent."""
-        try:
-            self._outbox.put_nowait(None)
-        except asyncio.QueueFull:
-            pass  # the call is ending anyway; grpc cancels the request reader
+        if self._outbox.full():  # drop unsent input: the stream is closing
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+        self._outbox.put_nowait(None)
 
     async def aclose(self) -> None:
         """Close the session now. If it has not ended, the call is cancelled (the node

@@ -30,6 +30,9 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
             raise RuntimeError("blocking AvatarClient calls cannot be made from its own event loop")
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("the AvatarClient is closed; create a new one")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:

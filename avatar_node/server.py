@@ -384,6 +384,12 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
             )
 
         async def deny_stream(request_iterator, context):  # type: ignore[no-untyped-def]
+            # Take the first event before refusing: a client still writing it would
+            # otherwise see its write fail (INTERNAL) instead of this status.
+            try:
+                await asyncio.wait_for(anext(request_iterator), 2.0)
+            except (StopAsyncIteration, asyncio.TimeoutError, grpc.aio.AioRpcError):
+                pass
             await deny(None, context)
             yield  # pragma: no cover
 

@@ -37,6 +37,7 @@ from .media.canvas import fit_into_canvas
 from .media.clock import MediaClock
 from .media.encoder import EncodedFrame, H264Encoder
 from .scheduler import Scheduler
+from .speech.tts import SpeechClip
 from .speech_queue import FrameSpeech, ResamplerFactory, SpeechQueue, SpeechTurn, _Growable
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class Session:
         identity: Identity,
         settings: SessionSettings,
         make_resampler: ResamplerFactory,
-        synthesize: Callable[[str, str], object] | None,
+        synthesize: Callable[[str, str], SpeechClip] | None,
         encoder_pool_run: Callable,  # type: ignore[type-arg]
     ) -> None:
         self.session_id = uuid.uuid4().hex[:16]
@@ -223,7 +224,7 @@ class Session:
                 audio_sample_rate=s.clock_rate,
             ),
             clock_rate=s.clock_rate,
-            codec_config=b"",
+            codec_config=await self._run_encode(self.encoder.probe_codec_config),
             codec_string=self.encoder.codec_string,
             engine_lookahead_ms=self.engine.info.audio_lookahead_ms,
         )
@@ -295,13 +296,11 @@ class Session:
             if self._synthesize is None:
                 raise errors.precondition("this node has no text-to-speech voice; send speech_audio")
             voice = event.text.voice or self.settings.voice
-            clip = await asyncio.get_running_loop().run_in_executor(
+            clip: SpeechClip = await asyncio.get_running_loop().run_in_executor(
                 None, self._synthesize, event.text.text, voice
             )
-            self._check_queue_room(clip.duration_s)  # type: ignore[attr-defined]
-            turn = self.speech.push_clip(
-                clip.samples, clip.sample_rate, clip.phonemes, event.text.turn_id  # type: ignore[attr-defined]
-            )
+            self._check_queue_room(clip.duration_s)
+            turn = self.speech.push_clip(clip.samples, clip.sample_rate, clip.phonemes, event.text.turn_id)
             self._emit_turn(turn, pb.TurnEvent.KIND_QUEUED)
         elif kind == "listen_audio":
             msg = event.listen_audio

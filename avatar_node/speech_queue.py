@@ -208,9 +208,13 @@ class SpeechQueue:
 
     def ready(self) -> bool:
         """Whether the next frame can be cut now without waiting for input (render mode)."""
-        turn = self._current or (self._turns[0] if self._turns else None)
+        turn = self._current
         if turn is None:
-            return True
+            if not self._turns:
+                return True
+            turn = self._turns[0]
+            if not self._startable(turn):
+                return False  # a silent frame now would push the speech one frame late
         return turn.closed or self._available(turn, self.clock.frame_ticks(0))
 
     def _available(self, turn: SpeechTurn, ticks: int) -> bool:

@@ -132,6 +132,15 @@ class H264Encoder:
         """RFC 6381 name for constrained baseline at this level, e.g. avc1.42c01e."""
         return f"avc1.42c0{self.level:02x}"
 
+    def probe_codec_config(self) -> bytes:
+        """SPS and PPS before the first frame: a twin encoder's first keyframe carries the same ones."""
+        if not self.codec_config:
+            twin = H264Encoder(self.width, self.height, float(self.fps), self.bitrate_kbps, self.keyframe_interval)
+            twin.encode(np.zeros((self.height, self.width, 3), np.uint8))
+            twin.close()
+            return twin.codec_config
+        return self.codec_config
+
     def force_keyframe(self) -> None:
         """Make the next frame an IDR (after a drop or a discarded frame)."""
         self._force_key = True

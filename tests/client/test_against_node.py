@@ -114,10 +114,6 @@ def test_speak_renders_the_audio_file_to_an_mp4_as_long_as_the_speech(node, tmp_
     assert np.abs(np.diff(frames, axis=0)).mean() > 0.05
 
 
-@pytest.mark.xfail(
-    reason="node: a render session whose speech arrives in several messages starts the turn at "
-    "frame 1 (SpeechQueue.ready() is true before the turn is startable), one frame too many"
-)
 def test_speak_file_lasts_as_long_as_the_speech_within_one_frame(node, tmp_path):
     wav, out = tmp_path / "speech.wav", tmp_path / "speak.mp4"
     write_wav(wav, voiced_speech(1.5, 16_000), 16_000)
@@ -205,7 +201,9 @@ async def test_async_session_events_share_one_clock(node):
     assert [v.pts for v in video] == [round(k * 48_000 / 25) for k in range(len(video))]
     assert sorted(a.pts for a in audio) == [v.pts for v in video]
     assert all(len(a.pcm) == 2 * 1920 for a in audio)
-    assert [t.kind for t in turns] == [TurnKind.QUEUED, TurnKind.STARTED, TurnKind.FINISHED]
+    # A streamed turn may start before its last chunk (QUEUED) arrives; it finishes last.
+    assert sorted(t.kind.value for t in turns) == sorted(k.value for k in (TurnKind.QUEUED, TurnKind.STARTED, TurnKind.FINISHED))
+    assert turns[-1].kind == TurnKind.FINISHED
     assert {t.turn_id for t in turns} == {"greeting"}
     assert not turns[-1].interrupted and abs(turns[-1].played_ms - 1000) <= 40
     assert sum(v.speaking for v in video) >= 24
@@ -261,10 +259,6 @@ async def test_start_errors_raise_with_the_nodes_message(node, locked_node):
         await session.aclose()
 
 
-@pytest.mark.xfail(
-    reason="node: the auth interceptor's Converse refusal sometimes reaches the client as "
-    "INTERNAL 'Internal error from Core' (also with a bare grpc.aio client)"
-)
 async def test_session_without_token_is_unauthenticated(locked_node):
     async with AsyncAvatarClient(locked_node.target) as client:
         for _ in range(3):
@@ -273,7 +267,6 @@ async def test_session_without_token_is_unauthenticated(locked_node):
             assert locked.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.xfail(reason="node: SessionReady.codec_config is sent empty (the proto promises SPS+PPS)")
 async def test_ready_carries_the_codec_config(node):
     async with AsyncAvatarClient(node.target) as client:
         session = await client.start_session(PHOTO, width=160, height=120, mode="render")

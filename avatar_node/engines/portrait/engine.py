@@ -20,6 +20,7 @@ from avatar_node.engines.base import (
     StreamOptions,
 )
 from avatar_node.engines.portrait.detection import FaceDetector
+from avatar_node.engines.portrait.eyelids import EyelidPainter
 from avatar_node.engines.portrait.landmarks import FaceMesh, face_mesh_from_detection
 from avatar_node.engines.portrait.models import FaceModels
 from avatar_node.engines.portrait.motion import (
@@ -52,7 +53,7 @@ class PortraitIdentityData:
     image: np.ndarray  # RGB uint8, the decoded photo
     points: np.ndarray  # (468, 3) face mesh in photo pixels
     irises: np.ndarray  # (2, 3) iris centre x, y and radius in photo pixels
-    face_boxes: tuple[FaceBox, ...]  # every face found, largest first
+    face_boxes: tuple[FaceBox, ...]  # every face found, largest first (original pixels)
 
 
 class PortraitEngine(Engine):
@@ -84,7 +85,8 @@ class PortraitEngine(Engine):
             return self._models, self._detector
 
     def prepare(self, image: bytes) -> Identity:
-        rgb = decode_photo(image)
+        photo = decode_photo(image)
+        rgb = photo.rgb
         models, detector = self._ensure_models()
         faces: list[tuple[FaceBox, FaceMesh]] = []
         for det in detector.detect(rgb):
@@ -93,8 +95,8 @@ class PortraitEngine(Engine):
             mesh = face_mesh_from_detection(models, rgb, det)
             if mesh.presence < MIN_FACE_PRESENCE:
                 continue
-            x0, y0, x1, y1 = mesh.box
-            faces.append((FaceBox(x0, y0, x1 - x0, y1 - y0), mesh))
+            x0, y0, x1, y1 = np.array(mesh.box) / photo.scale  # reported in original pixels
+            faces.append((FaceBox(float(x0), float(y0), float(x1 - x0), float(y1 - y0)), mesh))
         if not faces:
             raise AvatarInputError(
                 "No face was found in the avatar image. Use a photo where one face is clearly "
@@ -113,8 +115,8 @@ class PortraitEngine(Engine):
         return Identity(
             avatar_id=f"{digest}-{ENGINE_NAME}",
             engine=ENGINE_NAME,
-            image_width=rgb.shape[1],
-            image_height=rgb.shape[0],
+            image_width=photo.width,
+            image_height=photo.height,
             face=box,
             faces_found=len(faces),
             data=data,
@@ -146,7 +148,7 @@ _MOUTH_OMEGA = np.array([30.0, 20.0, 18.0, 40.0, 32.0])
 _HEAD_SIGMA = np.array([0.030, 0.020, 0.018, 0.010, 0.006])
 _HEAD_TAU = np.array([1.7, 1.2, 2.4, 2.0, 1.5])
 #: Widest inner-lip gap (an open "a"), in face units (F = outer eye-corner distance).
-MAX_OPEN = 0.26
+MAX_OPEN = 0.30
 
 
 class PortraitStream(EngineStream):
@@ -156,6 +158,7 @@ class PortraitStream(EngineStream):
         self._options = options
         self._dt = 1.0 / float(options.fps)
         self._canvas, self.rig = canvas_rig(data, options)
+        self._eyelids = EyelidPainter(self._canvas, self.rig)
         self._neutral_gap = self.rig.neutral_gap()
         self._rng = np.random.default_rng(options.seed)
         self._frame = 0
@@ -186,8 +189,9 @@ class PortraitStream(EngineStream):
         controls, teeth = self._controls(cond, t)
         offsets = self.rig.vertex_offsets(controls)
         frame = self._canvas.copy()
-        self.rig.warp(self._canvas, frame, offsets)
+        self.rig.warp(self._canvas, frame, controls)
         paint_mouth(frame, self.rig.mouth_frame(offsets, teeth), self.rig.unit)
+        self._eyelids.paint(frame, offsets, float(controls[CONTROL_INDEX["blink_right"]]))
         return [frame]
 
     def reset_speech(self) -> None:
@@ -246,7 +250,8 @@ class PortraitStream(EngineStream):
         shape, level = self._mouth_target(cond, t)
         target = np.array([shape.open, shape.width, shape.teeth, shape.lip_close, shape.lip_bite])
         m_open, m_width, m_teeth, m_close, m_bite = self._mouth.step(target, dt)
-        m_open = max(m_open, 0.0) * (1.0 - 0.9 * np.clip(m_close, 0, 1))
+        # Pressed lips win over any opening the neighbouring vowels ask for.
+        m_open = max(m_open, 0.0) * float(np.clip(1.0 - 1.7 * m_close, 0.0, 1.0))
         c[idx["jaw"]] = m_open * MAX_OPEN - self._neutral_gap
         c[idx["width"]] = np.clip(m_width, -1, 1) * (0.05 if m_width > 0 else 0.07)
         c[idx["lip_funnel"]] = max(-m_width, 0.0) * 0.02

@@ -26,6 +26,32 @@ def mouth_box(identity: Identity, options: StreamOptions) -> tuple[int, int, int
     return max(x0, 0), max(y0, 0), min(x1, options.width), min(y1, options.height)
 
 
+def eye_boxes(identity: Identity, options: StreamOptions) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) canvas pixels around each eye, for blink measurements."""
+    from avatar_node.engines.portrait.engine import PortraitIdentityData, canvas_rig
+
+    if not isinstance(identity.data, PortraitIdentityData):
+        raise ValueError("eye_boxes needs an identity prepared by the portrait engine")
+    _, rig = canvas_rig(identity.data, options)
+    return rig.eye_boxes()
+
+
+def eye_openness(frame: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Dark area (iris, pupil, lash line) in an eye box divided by its width: drops
+    sharply when the lids close."""
+    x0, y0, x1, y1 = box
+    luma = _luma(frame[y0:y1, x0:x1])
+    if luma.size == 0:
+        return 0.0
+    return float((luma < 0.5 * np.percentile(luma, 80)).sum()) / max(x1 - x0, 1)
+
+
+def region_change(frame: np.ndarray, reference: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Mean absolute luma difference between two frames inside a box."""
+    x0, y0, x1, y1 = box
+    return float(np.mean(np.abs(_luma(frame[y0:y1, x0:x1]) - _luma(reference[y0:y1, x0:x1]))))
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     rgb = rgb.astype(np.float32)
     return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,28 +22,44 @@ MAX_PIXELS = 40_000_000
 MAX_WORKING_SIDE = 2048
 
 
-def decode_photo(data: bytes) -> np.ndarray:
-    """Decode a photo into an RGB uint8 array, or raise AvatarInputError saying what to do."""
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo: its pixels (reduced to MAX_WORKING_SIDE) and its upright full size."""
+
+    rgb: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> float:
+        """Working pixels per original pixel (<= 1)."""
+        return self.rgb.shape[1] / self.width
+
+
+def decode_photo(data: bytes) -> Photo:
+    """Decode a photo, or raise AvatarInputError saying what is wrong and what to do."""
     if not data:
         raise AvatarInputError("The avatar image is empty: send a JPEG or PNG photo of a face.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            try:
+                image = Image.open(io.BytesIO(data))
+            except Image.DecompressionBombError as exc:  # Pillow's own limit is above ours
+                raise AvatarInputError(_too_large("far more than")) from exc
             width, height = image.size  # header only; nothing decoded yet
             if width * height > MAX_PIXELS:
-                raise AvatarInputError(
-                    f"The avatar image is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
-                    f"the limit is {MAX_PIXELS // 1_000_000} megapixels. Resize it (2048 px on the "
-                    "long side is plenty) and upload it again."
-                )
+                raise AvatarInputError(_too_large(f"{width}x{height}, {width * height / 1e6:.0f}"))
             image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # cheap JPEG downscale
             image = ImageOps.exif_transpose(image)
+            # Upright size of the original (draft may have decoded a reduced JPEG).
+            swapped = image.size[0] != image.size[1] and (image.size[0] < image.size[1]) != (width < height)
+            full_w, full_h = (height, width) if swapped else (width, height)
             if image.mode != "RGB":
-                image = image.convert("RGBA").convert("RGB") if "A" in image.mode else image.convert("RGB")
+                image = image.convert("RGB")
             if max(image.size) > MAX_WORKING_SIDE:
                 image.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.Resampling.LANCZOS)
-            return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+            return Photo(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)), full_w, full_h)
     except AvatarInputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -50,3 +67,11 @@ def decode_photo(data: bytes) -> np.ndarray:
             "The avatar image could not be read as a picture. Send a JPEG, PNG or WebP photo "
             f"of a face ({type(exc).__name__}: {exc})."
         ) from exc
+
+
+def _too_large(size: str) -> str:
+    return (
+        f"The avatar image is too large ({size} megapixels); the limit is "
+        f"{MAX_PIXELS // 1_000_000} megapixels. Resize it (2048 px on the long side is plenty) "
+        "and upload it again."
+    )

@@ -89,8 +89,14 @@ class FaceRig:
 
         self._build_field_interpolation(rw, rh)
         self.basis = self._build_basis(mesh, irises)
-        self._grid = np.stack(np.meshgrid(np.arange(rw, dtype=np.float32), np.arange(rh, dtype=np.float32)), -1)
-        self._grid_canvas = self._grid + np.array([x0, y0], np.float32)
+        # Dense half-resolution field of each control: per frame the field is one
+        # weighted sum of these (a matrix product), not a per-pixel gather.
+        self._fields = np.ascontiguousarray(
+            (self._bary[None, :, :, None] * self.basis[:, self._tri_ids]).sum(2) / 2.0, dtype=np.float32
+        )
+        hh, hw = self._half_shape
+        self._grid_half = _grid(hw, hh)
+        self._grid_canvas = _grid(rw, rh) + np.array([x0, y0], np.float32)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -235,18 +241,17 @@ class FaceRig:
         """(n_vertices, 2) displacement for a vector of control values (CONTROLS order)."""
         return np.tensordot(controls.astype(np.float32), self.basis, axes=1)
 
-    def warp(self, canvas: np.ndarray, out: np.ndarray, offsets: np.ndarray) -> None:
-        """Write into `out` (same shape as canvas) the ROI of `canvas` moved by `offsets`."""
+    def warp(self, canvas: np.ndarray, out: np.ndarray, controls: np.ndarray) -> None:
+        """Write into `out` (same shape as canvas) the ROI of `canvas` moved by `controls`."""
         x0, y0, x1, y1 = self.roi
         hh, hw = self._half_shape
-        d = (self._bary[..., None] * offsets[self._tri_ids]).sum(1).reshape(hh, hw, 2).astype(np.float32)
-        field = cv2.resize(d, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        # The field is forward (where a source pixel goes); remap wants, for each output
-        # pixel, where it came from. One fixed-point step makes that inverse accurate
-        # for the large jaw motions.
-        first = self._grid - field
-        back = cv2.remap(field, first, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        src = self._grid_canvas - back
+        # Forward field at half resolution, in half-resolution pixels.
+        field = np.tensordot(controls.astype(np.float32), self._fields, axes=1).reshape(hh, hw, 2)
+        # remap wants, for each output pixel, where it came from: invert the forward
+        # field with one fixed-point step (accurate enough for the large jaw motions).
+        back = cv2.remap(field, self._grid_half - field, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        back = cv2.resize(back, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        src = cv2.scaleAdd(back, -2.0, self._grid_canvas)
         out[y0:y1, x0:x1] = cv2.remap(canvas, src, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
     def mouth_frame(self, offsets: np.ndarray, teeth: float) -> MouthFrame:
@@ -274,6 +279,24 @@ class FaceRig:
             int(math.ceil(x1 + pad * 0.3)),
             int(math.ceil(y1 + pad)),
         )
+
+    def eye_boxes(self) -> list[tuple[int, int, int, int]]:
+        """Boxes around the subject's right and left eye (canvas pixels)."""
+        boxes = []
+        for upper, lower in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER), (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
+            boxes.append(_box(self.vertices[list(upper) + list(lower)], self.unit * 0.12))
+        return boxes
+
+
+def _box(points: np.ndarray, pad: float) -> tuple[int, int, int, int]:
+    x0, y0 = points.min(0) - pad
+    x1, y1 = points.max(0) + pad
+    return int(math.floor(x0)), int(math.floor(y0)), int(math.ceil(x1)), int(math.ceil(y1))
+
+
+def _grid(width: int, height: int) -> np.ndarray:
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return np.ascontiguousarray(np.stack([xs, ys], -1))
 
 
 def _rect_points(roi: tuple[int, int, int, int], per_side: int) -> np.ndarray:

@@ -19,9 +19,9 @@ from avatar_node.engines.portrait.speech_features import MouthShape
 # viseme name -> (shape, dominance)
 _VISEMES: dict[str, tuple[MouthShape, float]] = {
     "rest": (MouthShape(), 0.6),
-    "closed": (MouthShape(open=0.0, lip_close=1.0), 3.0),  # m b p
+    "closed": (MouthShape(open=0.0, lip_close=1.0), 4.0),  # m b p
     "bite": (MouthShape(open=0.08, teeth=0.9, lip_bite=1.0), 2.2),  # f v
-    "open": (MouthShape(open=0.95, width=0.1, teeth=0.5), 1.0),  # a, aI, aU
+    "open": (MouthShape(open=1.0, width=0.1, teeth=0.5), 1.0),  # a, aI, aU
     "mid": (MouthShape(open=0.6, width=0.2, teeth=0.5), 1.0),  # E, e, @, V, 3
     "spread": (MouthShape(open=0.3, width=0.8, teeth=0.8), 1.0),  # i, I
     "round": (MouthShape(open=0.35, width=-0.9, teeth=0.1), 1.3),  # u, U, w
@@ -72,7 +72,7 @@ class TimedPhoneme:
     phoneme: str
 
 
-def blend_at(phonemes: Iterable[TimedPhoneme], t: float, spread_s: float = 0.06) -> MouthShape | None:
+def blend_at(phonemes: Iterable[TimedPhoneme], t: float, spread_s: float = 0.05) -> MouthShape | None:
     """The co-articulated mouth target at time t, or None if no phoneme is near."""
     total = 0.0
     acc = [0.0] * 5

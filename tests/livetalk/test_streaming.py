@@ -238,3 +238,18 @@ def test_runs_for_hours_past_the_release_position_table():
     late = torch.tensor(stds[-100:])
     assert abs(late.mean() / early.mean() - 1) < 0.2
     assert late.std() < 0.5 * late.mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tracks_fp32(dtype):
+    model = make_model()
+    stream = StreamConfig(**SMALL_WINDOW)
+    full = BlockSampler(model, stream)
+    half = BlockSampler(make_model().to(dtype), stream)
+    a, b = open_session(full, seed=6), open_session(half, seed=6)
+    for block in range(4):
+        noise = full.draw_noise(a)[None]
+        audio = audio_for(model.cfg, 1, stream, block)
+        x, y = full.step([a], audio, noise), half.step([b], audio, noise)
+        assert y.dtype == torch.float32
+        assert (x - y).norm() / x.norm() < 0.05

@@ -148,7 +148,7 @@ _MOUTH_OMEGA = np.array([30.0, 20.0, 18.0, 40.0, 32.0])
 _HEAD_SIGMA = np.array([0.030, 0.020, 0.018, 0.010, 0.006])
 _HEAD_TAU = np.array([1.7, 1.2, 2.4, 2.0, 1.5])
 #: Widest inner-lip gap (an open "a"), in face units (F = outer eye-corner distance).
-MAX_OPEN = 0.30
+MAX_OPEN = 0.24
 
 
 class PortraitStream(EngineStream):

@@ -13,9 +13,10 @@ import numpy as np
 
 from avatar_node.engines.portrait.rig import MouthFrame
 
-_CAVITY_TOP = np.array([78, 34, 36], np.float32)
-_CAVITY_DEEP = np.array([28, 10, 12], np.float32)
-_UPPER_TEETH = np.array([222, 214, 204], np.float32)
+_CAVITY_TOP = np.array([104, 46, 46], np.float32)
+_CAVITY_DEEP = np.array([40, 16, 18], np.float32)
+_TONGUE = np.array([122, 54, 56], np.float32)
+_UPPER_TEETH = np.array([238, 232, 222], np.float32)
 _LOWER_TEETH = np.array([184, 174, 164], np.float32)
 
 
@@ -48,13 +49,16 @@ def paint_mouth(frame: np.ndarray, mouth: MouthFrame, face_unit: float) -> None:
     # Darkest in the middle of the opening: the throat.
     shade = np.clip(1.0 - 1.6 * np.abs(depth - 0.55), 0, 1)[..., None]
     colour = _CAVITY_TOP * (1 - shade) + _CAVITY_DEEP * shade
+    # The tongue: a lighter red rising behind the lower teeth when the jaw is open.
+    tongue = (np.clip((depth - 0.6) / 0.3, 0, 1) * min(mouth.gap / (0.12 * face_unit), 1.0))[..., None]
+    colour = colour * (1 - tongue) + _TONGUE * tongue
 
     if mouth.teeth > 0.02:
         left, right = mouth.inner_upper[0, 0], mouth.inner_upper[-1, 0]
         centre, half = (left + right) / 2, max((right - left) / 2, 1.0)
         across = np.clip(1.0 - np.abs(xs - centre) / (half * 0.78), 0, 1) ** 0.5
-        tooth_h = min(0.075 * face_unit, 0.45 * mouth.gap)
-        upper_band = np.clip((upper_y + tooth_h - ys) / 1.2, 0, 1) * across * mouth.teeth
+        tooth_h = min(0.09 * face_unit, 0.5 * mouth.gap)
+        upper_band = np.clip((upper_y + tooth_h - ys) / 1.2, 0, 1) * across * min(1.0, 0.4 + mouth.teeth)
         colour = colour * (1 - upper_band[..., None]) + _UPPER_TEETH * upper_band[..., None]
         if mouth.gap > 0.12 * face_unit:
             low_h = min(0.04 * face_unit, 0.2 * mouth.gap)

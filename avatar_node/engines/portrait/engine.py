@@ -46,7 +46,7 @@ MIN_FACE_PRESENCE = 0.5
 MIN_FACE_PIXELS = 24
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PortraitIdentityData:
     """What `prepare` learns about a photo; shared read-only by every stream of it."""
 

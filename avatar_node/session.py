@@ -172,7 +172,7 @@ class Session:
             info.audio_lookahead_ms,
             make_resampler,
             live=settings.live,
-            prebuffer_ms=max(120, info.audio_lookahead_ms + 3 * round(1000 / settings.fps)),
+            prebuffer_ms=info.audio_lookahead_ms + 2 * round(1000 / settings.fps),
         )
         self.listen = _ListenTrack(make_resampler, settings.live)
         self._synthesize = synthesize
@@ -200,6 +200,9 @@ class Session:
         self._produced_all = False
         self._drop_until_key = False
         self._inflight: asyncio.Future | None = None  # type: ignore[type-arg]
+        self._encoding: asyncio.Future | None = None  # type: ignore[type-arg]
+        self._inflight_epoch = -1  # epoch of the step being rendered, -1 when none
+        self._speech_ahead_until = 0  # frames below this index that carry speech were rendered
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: errors.NodeError | None = None
         self._closed = False
@@ -266,8 +269,9 @@ class Session:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._inflight is not None:  # the engine may still be inside this stream's step
-            await asyncio.gather(self._inflight, return_exceptions=True)
+        # A cancelled task's thread work goes on: wait for it before freeing what it uses.
+        pending = [f for f in (self._inflight, self._encoding) if f is not None]
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._stream is not None:
             stream, self._stream = self._stream, None
             await self.scheduler.run(stream.close)
@@ -292,6 +296,7 @@ class Session:
             turn, closed = self.speech.push_audio(samples, rate, msg.end_of_turn, msg.turn_id)
             if closed and turn is not None:
                 self._emit_turn(turn, pb.TurnEvent.KIND_QUEUED)
+            self._start_speech_now()
         elif kind == "text":
             if self._synthesize is None:
                 raise errors.precondition("this node has no text-to-speech voice; send speech_audio")
@@ -302,6 +307,7 @@ class Session:
             self._check_queue_room(clip.duration_s)
             turn = self.speech.push_clip(clip.samples, clip.sample_rate, clip.phonemes, event.text.turn_id)
             self._emit_turn(turn, pb.TurnEvent.KIND_QUEUED)
+            self._start_speech_now()
         elif kind == "listen_audio":
             msg = event.listen_audio
             rate = validate_sample_rate(msg.sample_rate)
@@ -338,16 +344,29 @@ class Session:
         else:
             raise errors.invalid("empty Control; set interrupt, behaviour or prompt")
 
+    def _rewind(self) -> None:
+        """Discard frames rendered ahead; rendering resumes at the next unsent frame."""
+        self._epoch += 1
+        self._ready.clear()
+        self._next_gen = self._next_send
+        self.encoder.force_keyframe()  # nothing may reference a discarded frame
+
+    def _start_speech_now(self) -> None:
+        """Live: new speech replaces idle frames rendered ahead, so it shows at the next frame.
+
+        Only when every frame ahead is idle: frames carrying speech are never discarded
+        (their audio was already taken from the queue)."""
+        if self.settings.live and self._speech_ahead_until <= self._next_send and self.speech.startable_now():
+            if self._next_gen > self._next_send or self._inflight_epoch == self._epoch:
+                self._rewind()
+
     def interrupt(self) -> None:
         """Barge-in at the next frame boundary."""
         dropped = self.speech.clear()
         self._reset_speech = True
         if self.settings.live:
-            # Frames rendered ahead are discarded; rendering resumes at the next unsent frame.
-            self._epoch += 1
-            self._ready.clear()
-            self._next_gen = self._next_send
-            self.encoder.force_keyframe()
+            self._rewind()
+            self._speech_ahead_until = 0
         for turn in dropped:
             self._emit_turn(turn, pb.TurnEvent.KIND_FINISHED, interrupted=True)
         self._wake.set()
@@ -507,14 +526,21 @@ class Session:
             prompt=self.prompt,
         )
         self._behaviours.clear()
+        if any(f.turn is not None for f in step.frames):
+            self._speech_ahead_until = first + count
         t = time.perf_counter()
         self._inflight = asyncio.ensure_future(self.scheduler.step(self._stream, cond))
-        frames = await asyncio.shield(self._inflight)
+        self._inflight_epoch = epoch
+        try:
+            frames = await asyncio.shield(self._inflight)
+        finally:
+            self._inflight_epoch = -1
         self.stats.engine_ms.append((time.perf_counter() - t) * 1000 / max(1, len(frames)))
         if epoch != self._epoch:
             return  # interrupted while rendering: these frames are stale
         t = time.perf_counter()
-        encoded = await self._run_encode(self._encode_all, frames)
+        self._encoding = asyncio.ensure_future(self._run_encode(self._encode_all, frames))
+        encoded = await asyncio.shield(self._encoding)
         self.stats.encode_ms.append((time.perf_counter() - t) * 1000 / max(1, len(frames)))
         if epoch != self._epoch:
             self.encoder.force_keyframe()

@@ -223,6 +223,10 @@ class SpeechQueue:
         )
         return turn.output.size >= turn.consumed + ticks and turn.engine.size >= need_eng
 
+    def startable_now(self) -> bool:
+        """Nothing is playing and the next queued turn could start at the next frame."""
+        return self._current is None and bool(self._turns) and self._startable(self._turns[0])
+
     def _startable(self, turn: SpeechTurn) -> bool:
         return turn.closed or turn.output.size >= self._prebuffer
 

@@ -141,7 +141,8 @@ def test_say_renders_text_at_the_asked_size_and_fps(node, tmp_path, capsys):
 def test_info_lists_the_engine(node, capsys):
     assert main(["info", "--target", node.target]) == 0
     text = capsys.readouterr().out
-    assert "portrait (default)" in text and "sessions:  0/4 active" in text
+    # Another test's session may still be closing on the shared node.
+    assert "portrait (default)" in text and re.search(r"sessions:  [01]/4 active", text)
     assert main(["info", "--target", node.target, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["max_sessions"] == 4 and info["engines"][0]["name"] == "portrait"

@@ -26,7 +26,7 @@ from avatar_client import (
     VideoPacket,
 )
 from avatar_client.cli import main
-from conftest import voiced_speech
+from .conftest import voiced_speech
 
 server = pytest.importorskip("avatar_node.server")
 if not hasattr(pytest.importorskip("avatar_node.engines.portrait"), "PortraitEngine"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avatar_client.audio import chunk_pcm, read_audio_file, to_pcm
-from conftest import voiced_speech
+from .conftest import voiced_speech
 
 
 def write_wav(path, samples: np.ndarray, rate: int) -> None:

@@ -60,7 +60,7 @@ class Live:
         self.send(end=pb.EndSession(discard_pending=True))
         self.queue.put_nowait(None)
         frames, stats = 0, pb.SessionStats()
-        async for event in self.call:
+        while (event := await self.call.read()) is not grpc.aio.EOF:
             kind = event.WhichOneof("event")
             frames += kind == "video"
             if kind == "stats":

@@ -62,7 +62,16 @@ def decode_photo(data: bytes) -> Photo:
             return Photo(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)), full_w, full_h)
     except AvatarInputError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise AvatarInputError(
+            f"The avatar image is too large to open safely ({exc}). Send a photo of at most "
+            "40 megapixels, e.g. resized to 2048 pixels on its long side."
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise AvatarInputError(
+            "The avatar image could not be read as a picture. Send a JPEG, PNG or WebP photo of a face."
+        ) from exc
+    except (OSError, ValueError) as exc:
         raise AvatarInputError(
             "The avatar image could not be read as a picture. Send a JPEG, PNG or WebP photo "
             f"of a face ({type(exc).__name__}: {exc})."

@@ -524,6 +524,7 @@ class Session:
             phonemes=step.phonemes,
             behaviours=tuple(self._behaviours),
             prompt=self.prompt,
+            frame_index=first,
         )
         self._behaviours.clear()
         if any(f.turn is not None for f in step.frames):

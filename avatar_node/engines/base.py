@@ -8,6 +8,10 @@ conditioning for exactly those frames. `step_batch` lets an engine that can batc
 
 Timing conventions (one media clock):
 - A stream's frames are numbered k = 0, 1, 2, ... at `StreamOptions.fps`.
+  `Conditioning.frame_index` is the index of a step's first frame. Steps normally
+  follow each other; a live session that falls behind real time skips frames to stay
+  on time, so the next step may start later than the previous one ended. Engines take
+  time from the index (t = k / fps), never from a count of calls.
 - `Conditioning.speech` is mono float32 at `SPEECH_SAMPLE_RATE` and covers
   [start of this step's first frame, end of its last frame + audio_lookahead_ms).
   Sample 0 is the instant the first frame of the step is shown.
@@ -67,6 +71,11 @@ class Identity:
     data: Any = field(repr=False, compare=False)
 
 
+#: How the photo is placed on the canvas: "auto" frames the head and shoulders when the
+#: photo allows it (else as "fit"); "fit" shows the whole photo.
+FRAMINGS = ("auto", "fit")
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     width: int = 848
@@ -74,6 +83,7 @@ class StreamOptions:
     fps: float = 25.0
     prompt: str = ""
     seed: int = 0
+    framing: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,8 @@ class Conditioning:
     behaviours: Sequence[str] = ()
     #: The current behaviour prompt, for engines that take one.
     prompt: str = ""
+    #: Index of the step's first frame on the stream's timeline (see the module notes).
+    frame_index: int = 0
 
 
 class EngineStream(abc.ABC):

@@ -66,6 +66,7 @@ def frame_conditions(
             listen=_window(listen, start, span),
             phonemes=near,
             behaviours=list(behaviours.get(k, ())),
+            frame_index=k,
         )
 
 

@@ -156,12 +156,13 @@ class PortraitStream(EngineStream):
 
     def __init__(self, data: PortraitIdentityData, options: StreamOptions) -> None:
         self._options = options
-        self._dt = 1.0 / float(options.fps)
+        self._frame_s = 1.0 / float(options.fps)
+        self._dt = self._frame_s  # time since the previous step
+        self._last_index = -1
         self._canvas, self.rig = canvas_rig(data, options)
         self._eyelids = EyelidPainter(self._canvas, self.rig)
         self._neutral_gap = self.rig.neutral_gap()
         self._rng = np.random.default_rng(options.seed)
-        self._frame = 0
         self._analyser = SpeechAnalyser()
         self._phonemes: dict[tuple[int, str], TimedPhoneme] = {}
         self._mouth = Spring(5, _MOUTH_OMEGA)
@@ -182,8 +183,11 @@ class PortraitStream(EngineStream):
     # -- the contract --------------------------------------------------------------------
 
     def step(self, cond: Conditioning) -> list[np.ndarray]:
-        t = self._frame * self._dt
-        self._frame += 1
+        # Time comes from the frame index: a live session that skipped frames to stay on
+        # time moves every spring and timer over the whole gap in one (stable) step.
+        t = cond.frame_index * self._frame_s
+        self._dt = max(cond.frame_index - self._last_index, 1) * self._frame_s
+        self._last_index = cond.frame_index
         for name in cond.behaviours:
             self._start_behaviour(name, t)
         controls, teeth = self._controls(cond, t)
@@ -212,7 +216,7 @@ class PortraitStream(EngineStream):
 
     def _mouth_target(self, cond: Conditioning, t: float) -> tuple[MouthShape, float]:
         """The mouth shape wanted at t, and the speech level (0..1) for head emphasis."""
-        frame_samples = int(round(SPEECH_SAMPLE_RATE * self._dt))
+        frame_samples = int(round(SPEECH_SAMPLE_RATE * self._frame_s))
         # The mouth leads the sound it makes by a few tens of milliseconds: look at the
         # audio around 30 ms after the frame is shown.
         centre = int(SPEECH_SAMPLE_RATE * 0.03)

@@ -13,20 +13,25 @@ import numpy as np
 
 
 class Spring:
-    """Critically damped springs toward a target (one per channel): smooth, no overshoot."""
+    """Critically damped springs toward a target (one per channel): smooth, no overshoot.
+
+    Each step is the exact solution of x'' = w^2 (target - x) - 2 w x' over `dt` with the
+    target held, so it is stable for any frame interval (a 10 fps stream, or a step that
+    covers frames skipped to keep a live session on time).
+    """
 
     def __init__(self, size: int, omega: float | np.ndarray) -> None:
         self.value = np.zeros(size)
         self.velocity = np.zeros(size)
         self.omega = np.broadcast_to(np.asarray(omega, dtype=np.float64), (size,)).copy()
 
-    def step(self, target: np.ndarray, dt: float, substeps: int = 4) -> np.ndarray:
-        h = dt / substeps
+    def step(self, target: np.ndarray, dt: float) -> np.ndarray:
         w = self.omega
-        for _ in range(substeps):
-            accel = w * w * (target - self.value) - 2.0 * w * self.velocity
-            self.velocity += accel * h
-            self.value += self.velocity * h
+        offset = self.value - target
+        slope = self.velocity + w * offset
+        decay = np.exp(-w * dt)
+        self.value = target + (offset + slope * dt) * decay
+        self.velocity = (slope - w * (offset + slope * dt)) * decay
         return self.value
 
     def reset(self) -> None:

@@ -126,6 +126,12 @@ class EngineStream(abc.ABC):
         that renders straight at (options.height, options.width) saves that work.
         """
 
+    def next_step_frames(self) -> int | None:
+        """Frames the next `step` will return, when it differs from the engine's
+        `frames_per_step` (a diffusion engine's first block is shorter); None = the default.
+        The node cuts that many frames of speech for the step."""
+        return None
+
     def reset_speech(self) -> None:
         """Speech was interrupted: forget speech-driven state (mouth, audio context)."""
 
@@ -146,6 +152,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def open(self, identity: Identity, options: StreamOptions) -> EngineStream:
         """Start a stream for one session."""
+
+    def realtime_capacity(self) -> int | None:
+        """Live sessions this engine can keep at 1x on this machine, if it knows (a GPU
+        engine measures it at start); None lets the node estimate it from step times."""
+        return None
 
     def step_batch(
         self, streams: Sequence[EngineStream], conds: Sequence[Conditioning]

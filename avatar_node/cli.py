@@ -16,20 +16,27 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import AvatarNodeServer, NodeConfig, new_event_loop
 
     token = args.auth_token or os.environ.get("AVATAR_NODE_TOKEN") or None
+    engines = [name.strip() for name in args.engine.split(",") if name.strip()]
+    unknown = [name for name in engines if name not in registry.available()]
+    if not engines or unknown:
+        print(f"error: unknown engine {', '.join(unknown) or repr(args.engine)}; available: "
+              f"{', '.join(registry.available())}", file=sys.stderr)
+        return 2
     config = NodeConfig(
         host=args.host,
         port=args.port,
-        engine=args.engine,
+        engines=engines,
         max_sessions=args.max_sessions,
         auth_token=token,
         grace_s=args.grace,
+        weights_dir=args.weights,
     )
 
     async def run() -> None:
         server = AvatarNodeServer(config)
         port = await server.start()
         print(
-            f"avatar node ready on {config.host}:{port} (engine {config.engine}, "
+            f"avatar node ready on {config.host}:{port} (engines {', '.join(engines)}, "
             f"{config.max_sessions} sessions{', token required' if token else ''})",
             flush=True,
         )
@@ -75,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--engine", default=registry.DEFAULT_ENGINE, choices=registry.available())
+    serve.add_argument("--engine", default=registry.DEFAULT_ENGINE,
+                       help=f"engine(s) to serve, comma-separated; the first is the default "
+                       f"(available: {', '.join(registry.available())})")
+    serve.add_argument("--weights", default=None, help="weights directory, for engines that load weights")
     serve.add_argument("--max-sessions", type=int, default=4, help="sessions at once; more get RESOURCE_EXHAUSTED")
     serve.add_argument("--auth-token", default="", help="require `authorization: Bearer TOKEN` "
                        "(or set AVATAR_NODE_TOKEN)")

@@ -61,7 +61,7 @@ class SpeechSynthesizer:
     def __init__(self, default_voice: str = "en-us") -> None:
         self._engine = shared_engine()
         self._closed = threading.Event()
-        self._default_voice = self._resolve_voice(default_voice)
+        self._default_voice = self.resolve_voice(default_voice)
 
     @property
     def sample_rate(self) -> int:
@@ -91,7 +91,7 @@ class SpeechSynthesizer:
         if self._closed.is_set():
             raise RuntimeError("this SpeechSynthesizer is closed; create a new one")
         cleaned = clean_text(text)
-        resolved = self._resolve_voice(voice) if voice else self._default_voice
+        resolved = self.resolve_voice(voice) if voice else self._default_voice
         base, _, variant = resolved.partition("+")
         voice_file = self._engine.languages[base] + (f"+{self._engine.variants[variant]}" if variant else "")
         rate = self._engine.sample_rate
@@ -123,7 +123,7 @@ class SpeechSynthesizer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _resolve_voice(self, voice: str) -> str:
+    def resolve_voice(self, voice: str) -> str:
         """Normalise a user's voice name ("EN-US+F3" -> "en-us+f3"), or explain what is valid."""
         if not isinstance(voice, str):
             raise AvatarInputError(f"voice must be a string such as 'en-us'; got {type(voice).__name__}")

@@ -103,7 +103,7 @@ def node_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
         ) from None
     engine = getattr(args, "engine", "") or "portrait"
     node = start_background_node(
-        NodeConfig(host="127.0.0.1", port=0, engine=engine, max_sessions=1, auth_token=None)
+        NodeConfig(host="127.0.0.1", port=0, engines=[engine], max_sessions=1, auth_token=None)
     )
     try:
         yield node.target, None

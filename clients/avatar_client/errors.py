@@ -8,14 +8,17 @@ import grpc
 class AvatarError(Exception):
     """A call to the avatar node failed.
 
-    `code` is the gRPC status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAUTHENTICATED...)
-    and `str(error)` is the node's own message, which says what to do.
+    `code` is the gRPC status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAUTHENTICATED...),
+    `reason` the node's machine-readable reason (NO_FACE, BAD_AUDIO, NODE_AT_CAPACITY,
+    NODE_DRAINING...; "" if none came), and `str(error)` the node's own message, which
+    says what to do.
     """
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
 
     @property
     def code_name(self) -> str:
@@ -23,7 +26,7 @@ class AvatarError(Exception):
         return self.code.name
 
     def __repr__(self) -> str:
-        return f"AvatarError({self.code.name}, {self.message!r})"
+        return f"AvatarError({self.code.name}, {self.reason or '-'}, {self.message!r})"
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> "AvatarError":
@@ -34,4 +37,22 @@ class AvatarError(Exception):
             details = f"the call failed with {code.name} and no message"
         if code == grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
             details += " (is the node running, and is --target HOST:PORT right?)"
-        return cls(code, details)
+        return cls(code, details, _error_reason(error))
+
+
+def _error_reason(error: grpc.RpcError) -> str:
+    """The reason of the google.rpc.ErrorInfo the node attaches to every error status."""
+    trailing = getattr(error, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+    except Exception:
+        return ""
+    for key, value in metadata or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            from google.rpc import error_details_pb2, status_pb2
+
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return ""

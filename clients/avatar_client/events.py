@@ -67,6 +67,7 @@ class VideoPacket:
     frame_index: int
     speaking: bool
     time_s: float
+    repeated: bool = False  # live: the node fell behind and repeated the previous picture
 
     @classmethod
     def from_proto(cls, msg: avatar_pb2.VideoPacket, clock_rate: int) -> "VideoPacket":
@@ -78,6 +79,7 @@ class VideoPacket:
             frame_index=msg.frame_index,
             speaking=msg.speaking,
             time_s=msg.pts / clock_rate,
+            repeated=msg.repeated,
         )
 
 
@@ -151,14 +153,16 @@ class Stats:
     """Session health, sent periodically (stats_interval_ms) and once at the end."""
 
     frames_sent: int
-    frames_dropped: int
+    frames_dropped: int  # live: dropped because this client read too slowly
     speech_underruns: int
-    av_offset_ms: float
     realtime_factor: float
     engine_ms_p50: float
     encode_ms_p50: float
     queued_speech_ms: int
-    lag_ms: float
+    lag_ms: float  # live: how late the latest frame left the node against its schedule
+    max_lag_ms: float = 0.0
+    frames_late: int = 0  # live: frames that left more than a frame period late
+    frames_skipped: int = 0  # live: frames repeated because the node fell behind
 
     @classmethod
     def from_proto(cls, msg: avatar_pb2.SessionStats) -> "Stats":
@@ -166,12 +170,14 @@ class Stats:
             frames_sent=msg.frames_sent,
             frames_dropped=msg.frames_dropped,
             speech_underruns=msg.speech_underruns,
-            av_offset_ms=msg.av_offset_ms,
             realtime_factor=msg.realtime_factor,
             engine_ms_p50=msg.engine_ms_p50,
             encode_ms_p50=msg.encode_ms_p50,
             queued_speech_ms=msg.queued_speech_ms,
             lag_ms=msg.lag_ms,
+            max_lag_ms=msg.max_lag_ms,
+            frames_late=msg.frames_late,
+            frames_skipped=msg.frames_skipped,
         )
 
 
@@ -179,7 +185,7 @@ class Stats:
 class Notice:
     """Something the node wants the client to know that is not an error."""
 
-    code: str  # machine-readable, e.g. "unknown_behaviour"
+    code: str  # machine-readable: "unknown_behaviour", "falling_behind", "slow_reader", ...
     message: str
 
 
@@ -187,13 +193,22 @@ class Notice:
 class Ended:
     """The session is over; no more events follow."""
 
-    reason: str  # "end", "client_cancelled", "node_shutdown"
+    reason: str  # "end_requested", "input_closed", "node_shutdown"
     frames: int
     last_pts: int
 
 
 #: Anything `AvatarSession.events()` yields.
 Event = Union[VideoPacket, AudioPacket, TurnEvent, Stats, Notice, Ended]
+
+
+def _enum_name(enum: object, value: int, prefix: str) -> str:
+    """A wire enum value as a short lower-case name ("unspecified" for values this SDK does not know)."""
+    try:
+        name: str = enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return "unspecified"
+    return name.removeprefix(prefix).lower()
 
 
 def event_from_proto(msg: avatar_pb2.ServerEvent, clock_rate: int) -> Event | SessionReady | None:
@@ -208,10 +223,12 @@ def event_from_proto(msg: avatar_pb2.ServerEvent, clock_rate: int) -> Event | Se
     if kind == "stats":
         return Stats.from_proto(msg.stats)
     if kind == "notice":
-        return Notice(code=msg.notice.code, message=msg.notice.message)
+        return Notice(code=_enum_name(avatar_pb2.NoticeCode, msg.notice.code, "NOTICE_CODE_"),
+                      message=msg.notice.message)
     if kind == "ended":
         e = msg.ended
-        return Ended(reason=e.reason, frames=e.frames, last_pts=e.last_pts)
+        return Ended(reason=_enum_name(avatar_pb2.EndReason, e.reason, "END_REASON_"), frames=e.frames,
+                     last_pts=e.last_pts)
     if kind == "ready":
         return SessionReady.from_proto(msg.ready)
     return None
@@ -225,6 +242,7 @@ class EngineDescription:
     audio_lookahead_ms: int
     is_default: bool
     description: str
+    live_capacity: int = 0  # live sessions the node could hold in all, right now
 
 
 @dataclass(frozen=True)
@@ -240,6 +258,7 @@ class NodeInfo:
     max_message_bytes: int
     max_image_pixels: int
     draining: bool
+    load: float = 0.0  # share of the node's compute live sessions use, 0..1
 
     @property
     def default_engine(self) -> str | None:
@@ -260,6 +279,7 @@ class NodeInfo:
                     audio_lookahead_ms=e.audio_lookahead_ms,
                     is_default=e.is_default,
                     description=e.description,
+                    live_capacity=e.live_capacity,
                 )
                 for e in msg.engines
             ),
@@ -270,6 +290,7 @@ class NodeInfo:
             max_message_bytes=msg.max_message_bytes,
             max_image_pixels=msg.max_image_pixels,
             draining=msg.draining,
+            load=msg.load,
         )
 
 

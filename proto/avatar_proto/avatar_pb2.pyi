@@ -17,11 +17,50 @@ class VideoCodec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VIDEO_CODEC_UNSPECIFIED: _ClassVar[VideoCodec]
     VIDEO_CODEC_H264: _ClassVar[VideoCodec]
+
+class Framing(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRAMING_UNSPECIFIED: _ClassVar[Framing]
+    FRAMING_AUTO: _ClassVar[Framing]
+    FRAMING_FIT: _ClassVar[Framing]
+
+class NoticeCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NOTICE_CODE_UNSPECIFIED: _ClassVar[NoticeCode]
+    NOTICE_CODE_UNKNOWN_BEHAVIOUR: _ClassVar[NoticeCode]
+    NOTICE_CODE_FALLING_BEHIND: _ClassVar[NoticeCode]
+    NOTICE_CODE_SLOW_READER: _ClassVar[NoticeCode]
+    NOTICE_CODE_LISTEN_AUDIO_DROPPED: _ClassVar[NoticeCode]
+    NOTICE_CODE_NOTICES_DROPPED: _ClassVar[NoticeCode]
+    NOTICE_CODE_DRAINING: _ClassVar[NoticeCode]
+
+class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    END_REASON_UNSPECIFIED: _ClassVar[EndReason]
+    END_REASON_END_REQUESTED: _ClassVar[EndReason]
+    END_REASON_INPUT_CLOSED: _ClassVar[EndReason]
+    END_REASON_NODE_SHUTDOWN: _ClassVar[EndReason]
+    END_REASON_CLIENT_CANCELLED: _ClassVar[EndReason]
 SESSION_MODE_UNSPECIFIED: SessionMode
 SESSION_MODE_LIVE: SessionMode
 SESSION_MODE_RENDER: SessionMode
 VIDEO_CODEC_UNSPECIFIED: VideoCodec
 VIDEO_CODEC_H264: VideoCodec
+FRAMING_UNSPECIFIED: Framing
+FRAMING_AUTO: Framing
+FRAMING_FIT: Framing
+NOTICE_CODE_UNSPECIFIED: NoticeCode
+NOTICE_CODE_UNKNOWN_BEHAVIOUR: NoticeCode
+NOTICE_CODE_FALLING_BEHIND: NoticeCode
+NOTICE_CODE_SLOW_READER: NoticeCode
+NOTICE_CODE_LISTEN_AUDIO_DROPPED: NoticeCode
+NOTICE_CODE_NOTICES_DROPPED: NoticeCode
+NOTICE_CODE_DRAINING: NoticeCode
+END_REASON_UNSPECIFIED: EndReason
+END_REASON_END_REQUESTED: EndReason
+END_REASON_INPUT_CLOSED: EndReason
+END_REASON_NODE_SHUTDOWN: EndReason
+END_REASON_CLIENT_CANCELLED: EndReason
 
 class ClientEvent(_message.Message):
     __slots__ = ("start", "speech_audio", "text", "listen_audio", "control", "end")
@@ -58,7 +97,7 @@ class OutputFormat(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., codec: _Optional[_Union[VideoCodec, str]] = ..., bitrate_kbps: _Optional[int] = ..., keyframe_interval: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ...) -> None: ...
 
 class StartSession(_message.Message):
-    __slots__ = ("image", "avatar_id", "engine", "output", "voice", "prompt", "mode", "stats_interval_ms")
+    __slots__ = ("image", "avatar_id", "engine", "output", "voice", "prompt", "mode", "stats_interval_ms", "framing")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +106,7 @@ class StartSession(_message.Message):
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     STATS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    FRAMING_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     avatar_id: str
     engine: str
@@ -75,7 +115,8 @@ class StartSession(_message.Message):
     prompt: str
     mode: SessionMode
     stats_interval_ms: int
-    def __init__(self, image: _Optional[bytes] = ..., avatar_id: _Optional[str] = ..., engine: _Optional[str] = ..., output: _Optional[_Union[OutputFormat, _Mapping]] = ..., voice: _Optional[str] = ..., prompt: _Optional[str] = ..., mode: _Optional[_Union[SessionMode, str]] = ..., stats_interval_ms: _Optional[int] = ...) -> None: ...
+    framing: Framing
+    def __init__(self, image: _Optional[bytes] = ..., avatar_id: _Optional[str] = ..., engine: _Optional[str] = ..., output: _Optional[_Union[OutputFormat, _Mapping]] = ..., voice: _Optional[str] = ..., prompt: _Optional[str] = ..., mode: _Optional[_Union[SessionMode, str]] = ..., stats_interval_ms: _Optional[int] = ..., framing: _Optional[_Union[Framing, str]] = ...) -> None: ...
 
 class SpeechAudio(_message.Message):
     __slots__ = ("pcm", "sample_rate", "channels", "end_of_turn", "turn_id")
@@ -182,20 +223,22 @@ class SessionReady(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., engine: _Optional[str] = ..., avatar_id: _Optional[str] = ..., output: _Optional[_Union[OutputFormat, _Mapping]] = ..., clock_rate: _Optional[int] = ..., codec_config: _Optional[bytes] = ..., codec_string: _Optional[str] = ..., engine_lookahead_ms: _Optional[int] = ...) -> None: ...
 
 class VideoPacket(_message.Message):
-    __slots__ = ("data", "pts", "duration", "keyframe", "frame_index", "speaking")
+    __slots__ = ("data", "pts", "duration", "keyframe", "frame_index", "speaking", "repeated")
     DATA_FIELD_NUMBER: _ClassVar[int]
     PTS_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     KEYFRAME_FIELD_NUMBER: _ClassVar[int]
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     SPEAKING_FIELD_NUMBER: _ClassVar[int]
+    REPEATED_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     pts: int
     duration: int
     keyframe: bool
     frame_index: int
     speaking: bool
-    def __init__(self, data: _Optional[bytes] = ..., pts: _Optional[int] = ..., duration: _Optional[int] = ..., keyframe: _Optional[bool] = ..., frame_index: _Optional[int] = ..., speaking: _Optional[bool] = ...) -> None: ...
+    repeated: bool
+    def __init__(self, data: _Optional[bytes] = ..., pts: _Optional[int] = ..., duration: _Optional[int] = ..., keyframe: _Optional[bool] = ..., frame_index: _Optional[int] = ..., speaking: _Optional[bool] = ..., repeated: _Optional[bool] = ...) -> None: ...
 
 class AudioPacket(_message.Message):
     __slots__ = ("pcm", "pts", "sample_rate")
@@ -234,44 +277,48 @@ class TurnEvent(_message.Message):
     def __init__(self, turn_id: _Optional[str] = ..., kind: _Optional[_Union[TurnEvent.Kind, str]] = ..., pts: _Optional[int] = ..., interrupted: _Optional[bool] = ..., played_ms: _Optional[int] = ..., duration_ms: _Optional[int] = ...) -> None: ...
 
 class SessionStats(_message.Message):
-    __slots__ = ("frames_sent", "frames_dropped", "speech_underruns", "av_offset_ms", "realtime_factor", "engine_ms_p50", "encode_ms_p50", "queued_speech_ms", "lag_ms")
+    __slots__ = ("frames_sent", "frames_dropped", "speech_underruns", "realtime_factor", "engine_ms_p50", "encode_ms_p50", "queued_speech_ms", "lag_ms", "max_lag_ms", "frames_late", "frames_skipped")
     FRAMES_SENT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
     SPEECH_UNDERRUNS_FIELD_NUMBER: _ClassVar[int]
-    AV_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
     REALTIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MS_P50_FIELD_NUMBER: _ClassVar[int]
     ENCODE_MS_P50_FIELD_NUMBER: _ClassVar[int]
     QUEUED_SPEECH_MS_FIELD_NUMBER: _ClassVar[int]
     LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_LATE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     frames_sent: int
     frames_dropped: int
     speech_underruns: int
-    av_offset_ms: float
     realtime_factor: float
     engine_ms_p50: float
     encode_ms_p50: float
     queued_speech_ms: int
     lag_ms: float
-    def __init__(self, frames_sent: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., speech_underruns: _Optional[int] = ..., av_offset_ms: _Optional[float] = ..., realtime_factor: _Optional[float] = ..., engine_ms_p50: _Optional[float] = ..., encode_ms_p50: _Optional[float] = ..., queued_speech_ms: _Optional[int] = ..., lag_ms: _Optional[float] = ...) -> None: ...
+    max_lag_ms: float
+    frames_late: int
+    frames_skipped: int
+    def __init__(self, frames_sent: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., speech_underruns: _Optional[int] = ..., realtime_factor: _Optional[float] = ..., engine_ms_p50: _Optional[float] = ..., encode_ms_p50: _Optional[float] = ..., queued_speech_ms: _Optional[int] = ..., lag_ms: _Optional[float] = ..., max_lag_ms: _Optional[float] = ..., frames_late: _Optional[int] = ..., frames_skipped: _Optional[int] = ...) -> None: ...
 
 class Notice(_message.Message):
-    __slots__ = ("code", "message")
-    CODE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("message", "code")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: str
+    CODE_FIELD_NUMBER: _ClassVar[int]
     message: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    code: NoticeCode
+    def __init__(self, message: _Optional[str] = ..., code: _Optional[_Union[NoticeCode, str]] = ...) -> None: ...
 
 class SessionEnded(_message.Message):
-    __slots__ = ("reason", "frames", "last_pts")
-    REASON_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("frames", "last_pts", "reason")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     LAST_PTS_FIELD_NUMBER: _ClassVar[int]
-    reason: str
+    REASON_FIELD_NUMBER: _ClassVar[int]
     frames: int
     last_pts: int
-    def __init__(self, reason: _Optional[str] = ..., frames: _Optional[int] = ..., last_pts: _Optional[int] = ...) -> None: ...
+    reason: EndReason
+    def __init__(self, frames: _Optional[int] = ..., last_pts: _Optional[int] = ..., reason: _Optional[_Union[EndReason, str]] = ...) -> None: ...
 
 class PrepareAvatarRequest(_message.Message):
     __slots__ = ("image", "engine")
@@ -316,23 +363,25 @@ class GetNodeInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EngineDescription(_message.Message):
-    __slots__ = ("name", "native_fps", "frames_per_step", "audio_lookahead_ms", "is_default", "description")
+    __slots__ = ("name", "native_fps", "frames_per_step", "audio_lookahead_ms", "is_default", "description", "live_capacity")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NATIVE_FPS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     AUDIO_LOOKAHEAD_MS_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LIVE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     native_fps: float
     frames_per_step: int
     audio_lookahead_ms: int
     is_default: bool
     description: str
-    def __init__(self, name: _Optional[str] = ..., native_fps: _Optional[float] = ..., frames_per_step: _Optional[int] = ..., audio_lookahead_ms: _Optional[int] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    live_capacity: int
+    def __init__(self, name: _Optional[str] = ..., native_fps: _Optional[float] = ..., frames_per_step: _Optional[int] = ..., audio_lookahead_ms: _Optional[int] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., live_capacity: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("version", "engines", "max_sessions", "active_sessions", "auth_required", "voices", "max_message_bytes", "max_image_pixels", "draining")
+    __slots__ = ("version", "engines", "max_sessions", "active_sessions", "auth_required", "voices", "max_message_bytes", "max_image_pixels", "draining", "load")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENGINES_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +391,7 @@ class NodeInfo(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     version: str
     engines: _containers.RepeatedCompositeFieldContainer[EngineDescription]
     max_sessions: int
@@ -351,4 +401,5 @@ class NodeInfo(_message.Message):
     max_message_bytes: int
     max_image_pixels: int
     draining: bool
-    def __init__(self, version: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[EngineDescription, _Mapping]]] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., auth_required: _Optional[bool] = ..., voices: _Optional[_Iterable[str]] = ..., max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    load: float
+    def __init__(self, version: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[EngineDescription, _Mapping]]] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., auth_required: _Optional[bool] = ..., voices: _Optional[_Iterable[str]] = ..., max_message_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., draining: _Optional[bool] = ..., load: _Optional[float] = ...) -> None: ...

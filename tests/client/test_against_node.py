@@ -39,7 +39,7 @@ TOKEN = "s3cret-token"
 @pytest.fixture(scope="module")
 def node():
     node = server.start_background_node(
-        server.NodeConfig(host="127.0.0.1", port=0, engine="portrait", max_sessions=4, auth_token=None)
+        server.NodeConfig(host="127.0.0.1", port=0, engines=["portrait"], max_sessions=4, auth_token=None)
     )
     yield node
     node.stop()
@@ -48,7 +48,7 @@ def node():
 @pytest.fixture(scope="module")
 def locked_node():
     node = server.start_background_node(
-        server.NodeConfig(host="127.0.0.1", port=0, engine="portrait", max_sessions=2, auth_token=TOKEN)
+        server.NodeConfig(host="127.0.0.1", port=0, engines=["portrait"], max_sessions=2, auth_token=TOKEN)
     )
     yield node
     node.stop()
@@ -197,7 +197,7 @@ async def test_async_session_events_share_one_clock(node):
     video = [e for e in events if isinstance(e, VideoPacket)]
     audio = [e for e in events if isinstance(e, AudioPacket)]
     turns = [e for e in events if isinstance(e, TurnEvent)]
-    assert isinstance(events[-1], Ended) and events[-1].reason == "end"
+    assert isinstance(events[-1], Ended) and events[-1].reason == "end_requested"
     assert abs(len(video) - 25) <= 1 and video[0].keyframe
     assert [v.pts for v in video] == [round(k * 48_000 / 25) for k in range(len(video))]
     assert sorted(a.pts for a in audio) == [v.pts for v in video]

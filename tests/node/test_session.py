@@ -155,5 +155,5 @@ async def test_unknown_behaviour_is_reported_not_fatal(node, photo):
         call.open()
         await call.read_all()
     notices = call.of("notice")
-    assert notices and notices[0].code == "unknown_behaviour" and "backflip" in notices[0].message
+    assert notices and notices[0].code == pb.NOTICE_CODE_UNKNOWN_BEHAVIOUR and "backflip" in notices[0].message
     assert call.of("ended")

@@ -1,7 +1,7 @@
 """Offline driving: cut a whole speech track into per-frame conditioning.
 
 The node builds `Conditioning` from live streams; demos, benchmarks and tests have the
-whole track at once. `frame_conditions` slices it exactly as the node does: frame k's
+whole track at once. `frame_conditions` cuts it with the node's own cutter: frame k's
 speech starts at k / fps and runs one frame plus the engine's look-ahead, and phonemes
 are given relative to the frame's display instant.
 """
@@ -37,41 +37,10 @@ def frame_conditions(
     listen: np.ndarray | None = None,
     behaviours: dict[int, Sequence[str]] | None = None,
 ) -> Iterator[Conditioning]:
-    """Yield one Conditioning per frame; `speech` and `listen` are float32 at 16 kHz on
-    the stream's timeline (frame 0 at sample 0). A frame is 'speaking' while it overlaps
-    a phoneme that is not a pause or, without phonemes, while its speech is audible."""
-    frame_len = SPEECH_SAMPLE_RATE / fps
-    span = int(round(frame_len + SPEECH_SAMPLE_RATE * lookahead_ms / 1000))
-    speech = np.zeros(0, np.float32) if speech is None else speech
-    listen = np.zeros(0, np.float32) if listen is None else listen
-    behaviours = behaviours or {}
-    spoken = [p for p in phonemes if p.phoneme != "_"]
-    for k in range(n_frames):
-        start = int(round(k * frame_len))
-        t = k / fps
-        chunk = _window(speech, start, span)
-        if phonemes:
-            speaking = any(p.start_s < t + 1 / fps and p.end_s > t for p in spoken)
-            near = [
-                PhonemeEvent(p.start_s - t, p.end_s - t, p.phoneme)
-                for p in phonemes
-                if p.end_s > t - 0.3 and p.start_s < t + 0.3
-            ]
-        else:
-            speaking = bool(np.sqrt(np.mean(np.square(chunk[: int(frame_len)]))) > 1e-3)
-            near = []
-        yield Conditioning(
-            speech=chunk,
-            speaking=[speaking],
-            listen=_window(listen, start, span),
-            phonemes=near,
-            behaviours=list(behaviours.get(k, ())),
-            frame_index=k,
-        )
+    """Yield one Conditioning per frame, cut exactly as the node cuts a stream (the node's
+    own queue and cutter: `avatar_node.pipeline.conditioning`). `speech` and `listen` are
+    float32 at 16 kHz on the stream's timeline (frame 0 at sample 0); the speech is one
+    turn from frame 0, so its frames are 'speaking' and the frames after it idle."""
+    from avatar_node.pipeline.conditioning import offline_conditions
 
-
-def _window(track: np.ndarray, start: int, length: int) -> np.ndarray:
-    out = np.zeros(length, np.float32)
-    piece = track[start : start + length]
-    out[: len(piece)] = piece
-    return out
+    yield from offline_conditions(n_frames, fps, lookahead_ms, speech, phonemes, listen, behaviours)

@@ -1,0 +1,70 @@
+"""A stream's counters and timings, and the estimates the live schedule takes from them."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .items import Stats
+
+
+def _p50(values: deque[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+@dataclass
+class StreamCounters:
+    frames_sent: int = 0
+    frames_dropped: int = 0
+    frames_skipped: int = 0
+    frames_late: int = 0
+    lag_s: float = 0.0
+    max_lag_s: float = 0.0
+    engine_cpu_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # per frame
+    encode_cpu_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # per frame
+    step_wall_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))  # per frame, render to images
+    started: float = field(default_factory=time.monotonic)
+    #: Recent (wall time, skipped?) of frames delivered, to tell a session that cannot keep up.
+    recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=250))
+
+    def record_step(self, frames: int, wall_s: float, cpu_s: float) -> None:
+        if frames:
+            self.step_wall_s.append(wall_s / frames)
+            self.engine_cpu_ms.append(cpu_s * 1000 / frames)
+
+    def step_estimate(self, frames: int) -> float:
+        """A pessimistic wall time for a step of `frames` frames (the 90th percentile)."""
+        if not self.step_wall_s:
+            return 0.02 * frames
+        ordered = sorted(self.step_wall_s)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] * frames
+
+    def record_delivery(self, lag_s: float, frame_s: float, skipped: bool, now: float) -> None:
+        self.lag_s = lag_s
+        self.max_lag_s = max(self.max_lag_s, lag_s)
+        if lag_s > frame_s:
+            self.frames_late += 1
+        self.recent.append((now, skipped))
+
+    def skipped_share(self, now: float, window_s: float) -> float:
+        """Share of the frames of the last `window_s` seconds that were repeats."""
+        window = [skipped for t, skipped in self.recent if t >= now - window_s]
+        return sum(window) / len(window) if len(window) >= 10 else 0.0
+
+    def snapshot(self, media_seconds: float, underruns: int, queued_ms: int) -> Stats:
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        return Stats(
+            frames_sent=self.frames_sent,
+            frames_dropped=self.frames_dropped,
+            frames_skipped=self.frames_skipped,
+            frames_late=self.frames_late,
+            speech_underruns=underruns,
+            lag_ms=self.lag_s * 1000,
+            max_lag_ms=self.max_lag_s * 1000,
+            realtime_factor=media_seconds / elapsed,
+            engine_ms_p50=_p50(self.engine_cpu_ms),
+            encode_ms_p50=_p50(self.encode_cpu_ms),
+            queued_speech_ms=queued_ms,
+        )

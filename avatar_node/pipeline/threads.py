@@ -1,0 +1,79 @@
+"""The node's threads, sized and prioritised on purpose.
+
+- `live`: engine steps and encodes of live streams, one thread per core.
+- `background`: the same for render streams, at a lower OS priority (nice 10), so a
+  file being rendered as fast as possible never starves a live avatar.
+- `prepare`: photo analysis (face detection can take a few hundred ms on a large
+  photo), one thread at low priority, so uploads cannot crowd out frames.
+- `ingest`: speech synthesis and conversion of large audio messages, one thread.
+
+Numeric libraries run single-threaded inside these threads: streams run in parallel
+across threads, and a BLAS pool per call only spins (an idle OpenBLAS worker
+busy-waits after every small product, costing a core per session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOW_PRIORITY_NICE = 10
+
+
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def limit_numeric_threads() -> None:
+    """One thread inside BLAS and OpenCV calls, for the whole process."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except Exception as exc:  # a missing or odd BLAS build is not worth failing for
+        log.debug("could not limit BLAS threads: %s", exc)
+    with contextlib.suppress(Exception):
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
+def _lower_priority(nice: int) -> None:
+    if nice and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def _pool(workers: int, name: str, nice: int = 0) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=_lower_priority, initargs=(nice,))
+
+
+class WorkPools:
+    def __init__(self, cores: int | None = None) -> None:
+        self.cores = cores or usable_cores()
+        self.live = _pool(self.cores, "live")
+        self.background = _pool(self.cores, "background", LOW_PRIORITY_NICE)
+        self.prepare = _pool(1, "prepare", LOW_PRIORITY_NICE)
+        self.ingest = _pool(1, "ingest")
+
+    def for_stream(self, live: bool) -> ThreadPoolExecutor:
+        return self.live if live else self.background
+
+    @staticmethod
+    async def run(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    def shutdown(self) -> None:
+        for pool in (self.live, self.background, self.prepare, self.ingest):
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""gRPC: the avatar node's wire adapter of the pipeline (`avatar_node.pipeline`)."""

@@ -16,7 +16,8 @@ The gRPC node (`avatar_node.server`) is one adapter of it.
 from .errors import ErrorCode, PipelineError
 from .items import AVFrame, Ended, EndReason, Notice, NoticeCode, Stats, StreamItem, TurnEvent, TurnKind
 from .options import SessionOptions
-from .runtime import AvatarRuntime, EngineStatus, PreparedAvatar, RuntimeStatus
+from .runtime import AvatarRuntime, PreparedAvatar
+from .status import EngineStatus, RuntimeStatus
 from .stream import AvatarStream
 
 __all__ = [

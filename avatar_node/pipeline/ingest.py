@@ -141,7 +141,7 @@ class SpeechIngest:
             return turn
         return None
 
-    async def close_open_turn(self, now: Callable[[], float]) -> SpeechTurn | None:
+    async def close_open_turn(self) -> SpeechTurn | None:
         """Close a streamed turn with what has arrived (at `end`)."""
         turn = self._queue.open_turn
         if turn is None:

@@ -25,7 +25,7 @@ from .conditioning import ConditioningCutter
 from .delivery import Delivery
 from .outbox import Outbox
 from .scheduler import StepResult, StepScheduler
-from .schedule import SKIP_SLACK_S, LiveSchedule, earliest_start
+from .schedule import LATE_AUDIO_GRACE_S, SKIP_SLACK_S, LiveSchedule, earliest_start
 from .speech import SpeechQueue
 from .stats import StreamCounters
 
@@ -99,11 +99,12 @@ class Renderer:
             estimate = self.counters.step_estimate(count)
             due = self.schedule.due(first, now, board.next_send)
             if self.schedule.started and now + estimate > due + SKIP_SLACK_S:
-                self._skip_to(self.schedule.first_due_at_or_after(now + estimate), now)
-                continue
+                if self._skip_to(self.schedule.first_due_at_or_after(now + estimate)):
+                    continue
             current = self.speech.current
             if current is not None and not self.speech.has_audio_for(current, first, count):
-                wait = due - estimate - now  # an open turn's audio is awaited until the frame is needed
+                # An open turn's late audio is awaited until the frame is needed (a little late).
+                wait = due + LATE_AUDIO_GRACE_S - estimate - now
                 if wait > 0.001:
                     await board.wait_for_renderer_wake(wait)
                     continue
@@ -141,14 +142,19 @@ class Renderer:
         # While a turn waits to start, look again every half frame; otherwise sleep until woken.
         return self.clock.frame_seconds / 2 if self.speech.pending is not None else None
 
-    def _skip_to(self, target: int, now: float) -> None:
-        """Cut frames up to `target` without rendering them: their audio plays over a repeat."""
+    def _skip_to(self, target: int) -> bool:
+        """Cut frames up to `target` without rendering them: their audio plays over a repeat.
+
+        Only frames whose speech is here are skipped (overdue frames always have it from a
+        1x sender); no turn starts during a skip. Returns whether anything was skipped."""
         first = self.board.next_cut
-        if target <= first:
-            return
-        _, step = self.cutter.cut(first, target - first, self._may_start(first, target - first, now))
-        self.counters.frames_skipped += target - first
+        count = self.speech.frames_with_audio(first, target - first)
+        if count <= 0:
+            return False
+        _, step = self.cutter.cut(first, count, may_start=False)
+        self.counters.frames_skipped += count
         self.board.add([CutFrame(first + i, self.board.epoch, fs, skipped=True) for i, fs in enumerate(step.frames)])
+        return True
 
     # ------------------------------------------------------------------ render
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from avatar_node.engines import registry
-from avatar_node.engines.base import Engine, EngineInfo, Identity
+from avatar_node.engines.base import Engine, Identity
 
 from . import errors
 from .admission import Admission
@@ -31,6 +31,7 @@ from .identities import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, IdentityCache
 from .items import EndReason
 from .options import SessionOptions, resolve_options
 from .scheduler import StepScheduler
+from .status import RuntimeStatus, can_take_live, runtime_status
 from .stream import AvatarStream
 from .threads import WorkPools, limit_numeric_threads
 
@@ -42,23 +43,6 @@ class PreparedAvatar:
     identity: Identity
     cached: bool
     prepare_ms: float
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    info: EngineInfo
-    is_default: bool
-    live_capacity: int  # live sessions at the engine's native fps the node could hold in all
-
-
-@dataclass(frozen=True)
-class RuntimeStatus:
-    engines: list[EngineStatus]
-    max_sessions: int
-    active_sessions: int
-    load: float
-    draining: bool
-    ready: bool
 
 
 class AvatarRuntime:
@@ -260,34 +244,16 @@ class AvatarRuntime:
     # ------------------------------------------------------------------ status and drain
 
     def status(self) -> RuntimeStatus:
-        costs = self.frame_costs()
-        engines = [
-            EngineStatus(
-                e.info, i == 0,
-                self.admission.live_capacity(e.info.name, e.info.native_fps, costs, e.realtime_capacity()),
-            )
-            for i, e in enumerate(self._engines.values())
-        ]
-        return RuntimeStatus(
-            engines=engines,
-            max_sessions=self.admission.max_sessions,
-            active_sessions=self.admission.active,
-            load=self.admission.live_load(costs),
-            draining=self.draining,
-            ready=self.ready,
-        )
+        return runtime_status(self.engines, self.admission, self.frame_costs(), self.draining, self.ready)
 
     @property
     def ready(self) -> bool:
         """Whether a new live session on the default engine would be admitted now."""
-        if self.draining or self.admission.active >= self.admission.max_sessions:
+        if self.draining:
             return False
-        engine = next(iter(self._engines.values()))
-        costs = dict(self._frame_cost_ms)
-        capacity = self.admission.live_capacity(engine.info.name, engine.info.native_fps, costs,
-                                                engine.realtime_capacity())
+        engine = self.engines[0]
         running = sum(1 for s in self.streams if s.live and s.engine is engine)
-        return capacity > running
+        return can_take_live(engine, self.admission, dict(self._frame_cost_ms), running)
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new sessions; running ones end after their queued speech, or at the grace period's end."""

@@ -26,6 +26,9 @@ REPEAT_AFTER_S = 0.15
 SKIP_SLACK_S = 0.06
 #: Allowance for the sender's jitter when a streamed turn starts.
 START_MARGIN_S = 0.02
+#: How late a frame may leave while waiting for a streamed turn's late audio, before it
+#: is cut as an underrun (silence): a frame a little late is better than a gap in the voice.
+LATE_AUDIO_GRACE_S = 0.04
 #: Frames rendered ahead of the schedule (the jitter buffer), in seconds.
 LEAD_S = 0.1
 

@@ -183,6 +183,16 @@ class SpeechQueue:
             and turn.engine.end >= turn.consumed_engine + engine_ticks + self.lookahead
         )
 
+    def frames_with_audio(self, first_index: int, limit: int) -> int:
+        """How many of the next `limit` frames can be cut without an underrun."""
+        turn = self._current
+        if turn is None or turn.closed:
+            return limit
+        n = 0
+        while n < limit and self.has_audio_for(turn, first_index, n + 1):
+            n += 1
+        return n
+
     # ------------------------------------------------------------------ output
 
     def take_frame(self, index: int, may_start: bool) -> FrameSpeech:

@@ -8,7 +8,8 @@ from avatar_node import __version__
 from avatar_node.pipeline import errors
 from avatar_node.pipeline.items import AVFrame, Ended, EndReason, Notice, NoticeCode, Stats, StreamItem, TurnEvent, TurnKind
 from avatar_node.pipeline.options import SessionOptions
-from avatar_node.pipeline.runtime import PreparedAvatar, RuntimeStatus
+from avatar_node.pipeline.runtime import PreparedAvatar
+from avatar_node.pipeline.status import RuntimeStatus
 from avatar_node.pipeline.stream import AvatarStream
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024

@@ -1,0 +1,38 @@
+"""Layout rules the code keeps: small single-job pipeline modules, no reaching into another object's privates."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "avatar_node" / "pipeline"
+MAX_PIPELINE_LINES = 300
+
+
+def test_pipeline_modules_stay_small():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PIPELINE.glob("*.py")}
+    assert sizes and all(n <= MAX_PIPELINE_LINES for n in sizes.values()), sizes
+
+
+def _private_uses(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        name = node.attr
+        if not name.startswith("_") or name.startswith("__"):
+            continue
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+            continue
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+            continue
+        found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{name}")
+    return found
+
+
+def test_no_module_touches_another_objects_underscore_names():
+    files = [*ROOT.joinpath("avatar_node").rglob("*.py"), *ROOT.joinpath("clients").rglob("*.py")]
+    found = [use for f in files for use in _private_uses(f)]
+    assert not found, "\n".join(found)

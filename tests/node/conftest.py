@@ -106,3 +106,77 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
     signal = sum(np.sin(2 * np.pi * freq * h * t) / h for h in range(1, 6))
     return (signal * envelope * amp * 32767 / 2).astype(np.int16)
+
+
+class NodeProcess:
+    """`avatar-node serve` in a process of its own: real signals, a real log, its own CPU time."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "avatar_node.cli", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        ready = threading.Event()
+
+        def pump(pipe, lines, watch):  # type: ignore[no-untyped-def]
+            for line in pipe:
+                lines.append(line)
+                if watch and "ready on" in line:
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, args=(self.proc.stdout, self.stdout, True), daemon=True).start()
+        threading.Thread(target=pump, args=(self.proc.stderr, self.stderr, False), daemon=True).start()
+        if not ready.wait(60) or self.proc.poll() is not None:
+            raise RuntimeError(f"node did not start: {''.join(self.stdout + self.stderr)}")
+        line = next(line for line in self.stdout if "ready on" in line)
+        self.target = line.split("ready on ")[1].split()[0]
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.stderr)
+
+    def assert_clean_log(self) -> None:
+        bad = [line for line in self.stderr if any(w in line for w in ("Traceback", "ERROR", "Task was destroyed",
+                                                                          "Exception", "exception"))]
+        assert not bad, "".join(self.stderr[-60:])
+
+
+@pytest.fixture(scope="module")
+def node_process():
+    node = NodeProcess("--max-sessions", "6")
+    yield node
+    assert node.terminate() == 0
+    node.assert_clean_log()
+
+
+async def active_sessions(target: str) -> int:
+    async with channel(target) as stub:
+        return (await stub.GetNodeInfo(pb.GetNodeInfoRequest())).active_sessions
+
+
+async def wait_for_active(target: str, expected: int, within: float = 1.0) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        now = await active_sessions(target)
+        if now == expected or loop.time() > deadline:
+            return now
+        await asyncio.sleep(0.05)

@@ -80,9 +80,11 @@ class AvatarStream:
         await self.parts.start(self._end_output, self.options.stats_interval_ms / 1000, self._report_stats)
 
     async def aclose(self, reason: EndReason = EndReason.CLIENT_CANCELLED) -> None:
-        """Stop now and return every resource. Idempotent; safe to cancel (the teardown finishes anyway)."""
+        """Stop now and return every resource. Idempotent; safe to cancel (the teardown finishes anyway).
+
+        `reason` is recorded unless the stream had already ended its output on its own."""
         if self._teardown is None:
-            if self.end_reason is None:
+            if not self._ended_sent or self.end_reason is None:
                 self.end_reason = reason
             self._teardown = asyncio.ensure_future(self._close())
         await asyncio.shield(self._teardown)

@@ -180,3 +180,59 @@ async def wait_for_active(target: str, expected: int, within: float = 1.0) -> in
         if now == expected or loop.time() > deadline:
             return now
         await asyncio.sleep(0.05)
+
+
+@dataclass
+class WitnessReport:
+    frames: int
+    seconds: float
+    max_gap_s: float
+    stats: pb.SessionStats | None
+
+
+@contextlib.asynccontextmanager
+async def live_witness(target: str, photo: bytes, min_seconds: float = 1.5):  # type: ignore[no-untyped-def]
+    """A live session, speaking the whole time, that must keep 1x while the test misbehaves next to it.
+
+    On exit it checks: no frame missing or dropped, about 25 frames a second, no gap between
+    frames above 200 ms, and the node's own lag figures under the 250 ms bound."""
+    loop = asyncio.get_running_loop()
+    report = WitnessReport(0, 0.0, 0.0, None)
+    async with channel(target) as stub:
+        call = Call(stub)
+        call.send(**start_event(photo, stats_interval_ms=0))
+        call.send(speech_audio=pb.SpeechAudio(pcm=tone(60.0).tobytes(), sample_rate=16000, end_of_turn=True))
+        call.open()
+        await call.read_until(lambda e: e.WhichOneof("event") == "video")
+        arrivals: list[float] = []
+
+        async def watch() -> None:
+            while True:
+                event = await call.call.read()  # type: ignore[attr-defined]
+                if event is grpc.aio.EOF:
+                    return
+                call.received.append(event)
+                if event.WhichOneof("event") == "video":
+                    arrivals.append(loop.time())
+
+        watcher = asyncio.create_task(watch())
+        started = loop.time()
+        yield report
+        await asyncio.sleep(max(0.0, min_seconds - (loop.time() - started)))
+        call.send(end=pb.EndSession(discard_pending=True))
+        call.close()
+        await asyncio.wait_for(watcher, 30)
+    report.seconds = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    report.frames = len(arrivals)
+    report.max_gap_s = max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0)
+    report.stats = call.of("stats")[-1]
+    print(f"witness: {report.frames} frames in {report.seconds:.2f} s, max gap {report.max_gap_s * 1000:.0f} ms, "
+          f"max lag {report.stats.max_lag_ms:.0f} ms, skipped {report.stats.frames_skipped}")
+    videos = call.of("video")
+    indices = [v.frame_index for v in videos]
+    assert indices == list(range(indices[0], indices[0] + len(indices))), "witness frames went missing"
+    assert report.stats.frames_dropped == 0, "witness frames dropped"
+    fps = (report.frames - 1) / report.seconds
+    assert fps >= 24.0, f"witness ran at {fps:.1f} fps"
+    assert report.max_gap_s < 0.2, f"witness stalled for {report.max_gap_s * 1000:.0f} ms"
+    assert report.stats.max_lag_ms < 250, f"witness lag {report.stats.max_lag_ms:.0f} ms"

@@ -34,6 +34,7 @@ FULL_SCALE_RMS = 0.3
 
 
 class TestCardEngine(Engine):
+    __test__ = False  # not a test class, whatever its name says
     info = EngineInfo(
         name=ENGINE_NAME,
         native_fps=25,
@@ -43,8 +44,10 @@ class TestCardEngine(Engine):
     )
     behaviours = frozenset({"blink"})
 
-    def __init__(self, step_delay_ms: float = 0.0) -> None:
+    def __init__(self, step_delay_ms: float = 0.0, hiccups_ms: tuple[float, ...] = ()) -> None:
         self.step_delay_s = step_delay_ms / 1000
+        #: Extra delays, one per step in turn (a jittery engine), for tests of the jitter buffer.
+        self.hiccups_s = tuple(ms / 1000 for ms in hiccups_ms)
 
     def prepare(self, image: bytes) -> Identity:
         picture = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
@@ -57,22 +60,27 @@ class TestCardEngine(Engine):
         return Identity(f"{digest}-{ENGINE_NAME}", ENGINE_NAME, w, h, None, 0, thumb)
 
     def open(self, identity: Identity, options: StreamOptions) -> "TestCardStream":
-        return TestCardStream(identity.data, options, self.step_delay_s)
+        return TestCardStream(identity.data, options, self)
 
 
 class TestCardStream(EngineStream):
-    def __init__(self, thumb: np.ndarray, options: StreamOptions, delay_s: float) -> None:
+    __test__ = False
+    def __init__(self, thumb: np.ndarray, options: StreamOptions, engine: TestCardEngine) -> None:
         self._size = (options.width, options.height)
         self._frame_samples = round(SPEECH_SAMPLE_RATE / options.fps)
-        self._delay_s = delay_s
+        self._engine = engine  # its step_delay_s may change while the stream runs
+        self._steps = 0
         base = np.full((options.height, options.width, 3), 40, np.uint8)
         th, tw = min(thumb.shape[0], options.height), min(thumb.shape[1], options.width)
         base[:th, :tw] = thumb[:th, :tw]
         self._base = base
 
     def step(self, cond: Conditioning) -> list[np.ndarray]:
-        if self._delay_s:
-            time.sleep(self._delay_s)
+        hiccups = self._engine.hiccups_s
+        delay = self._engine.step_delay_s + (hiccups[self._steps % len(hiccups)] if hiccups else 0.0)
+        self._steps += 1
+        if delay:
+            time.sleep(delay)
         frame = self._base.copy()
         width, height = self._size
         audio = np.asarray(cond.speech[: self._frame_samples], np.float32)

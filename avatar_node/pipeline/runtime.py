@@ -26,7 +26,7 @@ from avatar_node.engines import registry
 from avatar_node.engines.base import Engine, Identity
 
 from . import errors
-from .admission import Admission
+from .admission import MIN_MEGAPIXELS, Admission, Demand
 from .identities import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, IdentityCache
 from .items import EndReason
 from .options import SessionOptions, resolve_options
@@ -84,6 +84,7 @@ class AvatarRuntime:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
+        self.pools.start_threads()
         for scheduler in self._schedulers.values():
             scheduler.start()
         if self._want_tts:
@@ -171,13 +172,15 @@ class AvatarRuntime:
         return any(s.falling_behind_until > now for s in self.streams if s.live)
 
     def frame_costs(self) -> dict[str, float]:
-        """CPU ms per frame (engine + encoder) by engine, from the live streams running or last seen."""
+        """CPU ms per frame per megapixel (engine + encoder) by engine, from the streams running or last seen."""
         by_engine: dict[str, list[float]] = {}
         for stream in self.streams:
             c = stream.counters
             if len(c.engine_cpu_ms) >= 10:
                 encode = statistics.median(c.encode_cpu_ms) if c.encode_cpu_ms else 0.0
-                by_engine.setdefault(stream.engine.info.name, []).append(statistics.median(c.engine_cpu_ms) + encode)
+                megapixels = max(stream.options.width * stream.options.height / 1e6, MIN_MEGAPIXELS)
+                cost = (statistics.median(c.engine_cpu_ms) + encode) / megapixels
+                by_engine.setdefault(stream.engine.info.name, []).append(cost)
         for name, costs in by_engine.items():
             self._frame_cost_ms[name] = max(costs)
         return dict(self._frame_cost_ms)
@@ -189,10 +192,9 @@ class AvatarRuntime:
         options = resolve_options(options, engine.info, resolve_voice)
         if self.draining:
             raise errors.unavailable("NODE_DRAINING", "the node is shutting down; connect to another node")
-        lease = self.admission.acquire(
-            engine.info.name, options.live, options.fps, self.frame_costs(),
-            engine.realtime_capacity(), self._lagging() if options.live else False,
-        )
+        demand = Demand(engine.info.name, options.live, options.fps, options.width * options.height / 1e6)
+        lease = self.admission.acquire(demand, self.frame_costs(), engine.realtime_capacity(),
+                                       self._lagging() if options.live else False)
         self._changed()
         stream: AvatarStream | None = None
         try:

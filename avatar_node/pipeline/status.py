@@ -7,14 +7,21 @@ from typing import Sequence
 
 from avatar_node.engines.base import Engine, EngineInfo
 
-from .admission import Admission
+from .admission import Admission, Demand
+
+#: The output size capacity figures are given for (the default).
+REFERENCE_MEGAPIXELS = 848 * 480 / 1e6
+
+
+def _reference(engine: Engine) -> Demand:
+    return Demand(engine.info.name, True, engine.info.native_fps, REFERENCE_MEGAPIXELS)
 
 
 @dataclass(frozen=True)
 class EngineStatus:
     info: EngineInfo
     is_default: bool
-    live_capacity: int  # live sessions at the engine's native fps the node could hold in all
+    live_capacity: int  # live 848x480 sessions at the engine's native fps the node could hold in all
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ def runtime_status(engines: Sequence[Engine], admission: Admission, costs: dict[
         engines=[
             EngineStatus(
                 e.info, i == 0,
-                admission.live_capacity(e.info.name, e.info.native_fps, costs, e.realtime_capacity()),
+                admission.live_capacity(_reference(e), costs, e.realtime_capacity()),
             )
             for i, e in enumerate(engines)
         ],
@@ -49,5 +56,5 @@ def can_take_live(engine: Engine, admission: Admission, costs: dict[str, float],
     """Whether one more live session of `engine` at its native fps would be admitted."""
     if admission.active >= admission.max_sessions:
         return False
-    capacity = admission.live_capacity(engine.info.name, engine.info.native_fps, costs, engine.realtime_capacity())
+    capacity = admission.live_capacity(_reference(engine), costs, engine.realtime_capacity())
     return capacity > running

@@ -66,6 +66,15 @@ class WorkPools:
         self.background = _pool(self.cores, "background", LOW_PRIORITY_NICE)
         self.prepare = _pool(1, "prepare", LOW_PRIORITY_NICE)
         self.ingest = _pool(1, "ingest")
+        self._sizes = {self.live: self.cores, self.background: self.cores, self.prepare: 1, self.ingest: 1}
+
+    def start_threads(self) -> None:
+        """Start every thread now: a thread started later, while others hold the interpreter
+        busy, can keep the event loop waiting for its start for a long time."""
+        for pool, workers in self._sizes.items():
+            barrier = threading.Barrier(workers)
+            for _ in range(workers):
+                pool.submit(barrier.wait, 10)
 
     def for_stream(self, live: bool) -> ThreadPoolExecutor:
         return self.live if live else self.background
@@ -75,5 +84,5 @@ class WorkPools:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def shutdown(self) -> None:
-        for pool in (self.live, self.background, self.prepare, self.ingest):
+        for pool in self._sizes:
             pool.shutdown(wait=False, cancel_futures=True)

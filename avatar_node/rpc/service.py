@@ -33,6 +33,23 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AvatarNode"].full_name
 START_TIMEOUT_S = 30.0
 
 
+#: Before an error status, what the client already sent is read (and dropped) for up to this
+#: long: a client whose writes are still in flight would otherwise see INTERNAL, not the status.
+DRAIN_S = 0.5
+DRAIN_QUIET_S = 0.05
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_S
+    try:
+        while loop.time() < deadline:
+            await asyncio.wait_for(anext(requests), DRAIN_QUIET_S)  # type: ignore[arg-type]
+    except (StopAsyncIteration, asyncio.TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError,
+            grpc.aio.AbortError):
+        pass
+
+
 class _Malformed:
     """Stands in for a request that could not be parsed."""
 
@@ -107,12 +124,13 @@ class AvatarNodeService:
     ) -> AsyncIterator[pb.ServerEvent]:
         stream: AvatarStream | None = None
         reader: asyncio.Task[None] | None = None
+        input_failed = asyncio.Event()
         try:
             first = await self._first_event(requests)
             avatar, options = convert.start_request(first.start)
             stream = await self.runtime.open_stream(avatar, options)
             yield pb.ServerEvent(ready=convert.ready(stream))
-            reader = asyncio.create_task(self._read(requests, stream))
+            reader = asyncio.create_task(self._read(requests, stream, input_failed))
             async for item in stream:
                 if isinstance(item, AVFrame):
                     video, audio = convert.frame_events(item)
@@ -120,7 +138,14 @@ class AvatarNodeService:
                     yield audio
                 else:
                     yield convert.server_event(item)
+            # The session is over; give the client a moment to finish sending (see DRAIN_S).
+            await asyncio.wait({reader}, timeout=DRAIN_S)
         except PipelineError as exc:
+            if reader is not None and input_failed.is_set():
+                # It is draining what the client had already sent; let it finish (bounded).
+                await asyncio.wait({reader}, timeout=DRAIN_S + 0.5)
+            elif reader is None:
+                await _drain(requests)
             await self._fail(context, exc)
         finally:
             if reader is not None:
@@ -144,13 +169,15 @@ class AvatarNodeService:
             raise errors.precondition("NO_START", f"the first event must be `start`, got `{kind or 'nothing'}`")
         return first
 
-    async def _read(self, requests: AsyncIterator[Any], stream: AvatarStream) -> None:
+    async def _read(self, requests: AsyncIterator[Any], stream: AvatarStream, failed: asyncio.Event) -> None:
         try:
             async for event in requests:
                 await self._apply(event, stream)
             await stream.end(reason=EndReason.INPUT_CLOSED)  # the client closed its side
         except PipelineError as exc:
+            failed.set()
             stream.fail(exc)
+            await _drain(requests)
         except asyncio.CancelledError:
             raise
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, grpc.aio.AbortError):

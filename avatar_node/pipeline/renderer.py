@@ -99,7 +99,8 @@ class Renderer:
             estimate = self.counters.step_estimate(count)
             due = self.schedule.due(first, now, board.next_send)
             if self.schedule.started and now + estimate > due + SKIP_SLACK_S:
-                if self._skip_to(self.schedule.first_due_at_or_after(now + estimate)):
+                if self._skip_to(self.schedule.first_due_at_or_after(now + estimate), now):
+                    await asyncio.sleep(0)  # however far behind, never hold the event loop
                     continue
             current = self.speech.current
             if current is not None and not self.speech.has_audio_for(current, first, count):
@@ -133,8 +134,10 @@ class Renderer:
         if start == float("inf"):
             return
         first_possible = board.next_send
-        if self.schedule.started and start != float("-inf"):
-            first_possible = max(first_possible, self.schedule.first_due_at_or_after(start))
+        if self.schedule.started:
+            # Only frames that can still be rendered in time are worth rendering again.
+            ready_by = now + self.counters.step_estimate(self.step_frames())
+            first_possible = max(first_possible, self.schedule.first_due_at_or_after(max(start, ready_by)))
         if first_possible < board.next_cut or board.rendering_epoch == board.epoch:
             board.rewind()
 
@@ -142,16 +145,16 @@ class Renderer:
         # While a turn waits to start, look again every half frame; otherwise sleep until woken.
         return self.clock.frame_seconds / 2 if self.speech.pending is not None else None
 
-    def _skip_to(self, target: int) -> bool:
+    def _skip_to(self, target: int, now: float) -> bool:
         """Cut frames up to `target` without rendering them: their audio plays over a repeat.
 
         Only frames whose speech is here are skipped (overdue frames always have it from a
-        1x sender); no turn starts during a skip. Returns whether anything was skipped."""
+        1x sender). Returns whether anything was skipped."""
         first = self.board.next_cut
         count = self.speech.frames_with_audio(first, target - first)
         if count <= 0:
             return False
-        _, step = self.cutter.cut(first, count, may_start=False)
+        _, step = self.cutter.cut(first, count, self._may_start(first, count, now))
         self.counters.frames_skipped += count
         self.board.add([CutFrame(first + i, self.board.epoch, fs, skipped=True) for i, fs in enumerate(step.frames)])
         return True

@@ -108,6 +108,18 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.
     return (signal * envelope * amp * 32767 / 2).astype(np.int16)
 
 
+_RUNNING: list["NodeProcess"] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_node_left_behind():
+    """Whatever a test did, no node process outlives the test run."""
+    yield
+    for node in _RUNNING:
+        if node.proc.poll() is None:
+            node.proc.kill()
+
+
 class NodeProcess:
     """`avatar-node serve` in a process of its own: real signals, a real log, its own CPU time."""
 
@@ -141,13 +153,21 @@ class NodeProcess:
             raise RuntimeError(f"node did not start: {''.join(self.stdout + self.stderr)}")
         line = next(line for line in self.stdout if "ready on" in line)
         self.target = line.split("ready on ")[1].split()[0]
+        _RUNNING.append(self)
 
     def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; a node that does not exit in time is killed (and reported as -9)."""
         import signal
+        import subprocess
 
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return -9
 
     @property
     def log(self) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+# The networks here are tiny: one thread is fastest, and several threads spin-wait badly
+# when other processes share the cores.
+torch.set_num_threads(1)
 
 from avatar_node.engines.livetalk.config import DiTConfig, StreamConfig  # noqa: E402
 from avatar_node.engines.livetalk.model import LiveTalkDiT  # noqa: E402

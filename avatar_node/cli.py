@@ -1,9 +1,10 @@
-"""`avatar-node`: run the node, check a weights directory."""
+"""`avatar-node`: run the node; prepare and check the diffusion engine's weights directory."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -16,6 +17,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import AvatarNodeServer, NodeConfig, new_event_loop
 
     token = args.auth_token or os.environ.get("AVATAR_NODE_TOKEN") or None
+    engine_options = {"weights_dir": args.weights} if args.weights else {}
+    if args.engine in registry.NEEDS_WEIGHTS and not args.weights:
+        print(f"error: the {args.engine} engine needs its weights: add --weights DIR "
+              f"(check a directory with: avatar-node check-weights DIR)", file=sys.stderr)
+        return 2
+    if engine_options and "engine_options" not in {f.name for f in dataclasses.fields(NodeConfig)}:
+        print("error: this node does not pass --weights to its engine yet", file=sys.stderr)
+        return 2
     config = NodeConfig(
         host=args.host,
         port=args.port,
@@ -23,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         auth_token=token,
         grace_s=args.grace,
+        **({"engine_options": engine_options} if engine_options else {}),  # type: ignore[arg-type]
     )
 
     async def run() -> None:
@@ -58,17 +68,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_weights(args: argparse.Namespace) -> int:
+def _livetalk_command(module: str, argv: list[str]) -> int:
+    """Run one of the livetalk engine's commands (they need the [diffusion] extra)."""
+    import importlib
+
     try:
-        from .engines.livetalk.check_weights import main as check_main
+        command = importlib.import_module(f".engines.livetalk.{module}", __package__).main
     except ImportError as exc:
         print(f"error: the diffusion engine needs its extra: pip install 'avatar-node[diffusion]' ({exc})",
               file=sys.stderr)
         return 2
-    return check_main([args.directory, *args.rest])
+    return int(command(argv))
+
+
+def _check_weights(args: argparse.Namespace) -> int:
+    return _livetalk_command("check_weights", [args.directory, *args.rest])
+
+
+
+
+#: Subcommands that parse their own arguments (they live with the diffusion engine).
+_PASS_THROUGH = {"make-tiny-weights": "tiny", "encode-prompts": "encode_prompts"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] in _PASS_THROUGH:
+        return _livetalk_command(_PASS_THROUGH[args_in[0]], args_in[1:])
     parser = argparse.ArgumentParser(prog="avatar-node", description="The real-time avatar node.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -80,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--auth-token", default="", help="require `authorization: Bearer TOKEN` "
                        "(or set AVATAR_NODE_TOKEN)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds sessions get to finish on SIGTERM")
+    serve.add_argument("--weights", default="", metavar="DIR",
+                       help="weights directory of an engine that needs one (livetalk)")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)
 
@@ -89,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("rest", nargs=argparse.REMAINDER)
     check.set_defaults(run=_check_weights)
 
-    args = parser.parse_args(argv)
+    # Listed for --help; main() hands their arguments to them before parsing.
+    sub.add_parser("make-tiny-weights", help="write a tiny random-weight directory for the diffusion engine")
+    sub.add_parser("encode-prompts", help="pre-encode text prompts for the diffusion engine")
+
+    args = parser.parse_args(args_in)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -158,6 +158,11 @@ class StreamingAudioFeatures:
     def lookahead_samples(self) -> int:
         return self.lookahead_frames * FRAME_SAMPLES
 
+    @property
+    def context_held(self) -> int:
+        """Frames of earlier speech the next window will include."""
+        return self._history.shape[0] // FRAME_SAMPLES
+
     def reset(self) -> None:
         self._history = np.zeros(0, np.float32)
 

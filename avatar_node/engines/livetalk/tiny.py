@@ -67,10 +67,20 @@ def _widen(model: torch.nn.Module, generator: torch.Generator) -> None:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
 
 
+def _write_wav2vec(folder: Path, config: object) -> None:
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    Wav2Vec2ForCTC(config).save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False).save_pretrained(str(folder))
+
+
 def make_tiny_weights(directory: Path | str, *, video_size: int = 32, seed: int = 0) -> Path:
-    """Write a complete tiny weights directory; returns its path. Overwrites tiny files there."""
+    """Write a complete tiny weights directory; returns its path. Overwrites tiny files there.
+
+    This is also the fixture for tests that serve the engine: ``LiveTalkEngine(make_tiny_weights(tmp))``.
+    """
     from safetensors.torch import save_file
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from transformers import Wav2Vec2Config
 
     from .model import LiveTalkDiT
     from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptStore
@@ -91,25 +101,54 @@ def make_tiny_weights(directory: Path | str, *, video_size: int = 32, seed: int 
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(root / DIT_FILE))
     torch.save(WanVAE(cfg.vae).state_dict(), root / VAE_FILE)
     torch.save(UMT5Encoder(cfg.text_encoder).state_dict(), root / TEXT_ENCODER_FILE)
-
-    w2v_dir = root / WAV2VEC_DIRS[0]
-    w2v_config = Wav2Vec2Config(
-        hidden_size=_W2V_HIDDEN,
-        num_hidden_layers=_W2V_LAYERS,
-        num_attention_heads=2,
-        intermediate_size=2 * _W2V_HIDDEN,
-        conv_dim=(16,) * 7,  # kernels and strides stay wav2vec2's: 320-sample hop, 400-sample field
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        vocab_size=32,
+    _write_wav2vec(
+        root / WAV2VEC_DIRS[0],
+        Wav2Vec2Config(
+            hidden_size=_W2V_HIDDEN,
+            num_hidden_layers=_W2V_LAYERS,
+            num_attention_heads=2,
+            intermediate_size=2 * _W2V_HIDDEN,
+            conv_dim=(16,) * 7,  # kernels and strides stay wav2vec2's: 320-sample hop, 400-sample field
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            vocab_size=32,
+        ),
     )
-    Wav2Vec2ForCTC(w2v_config).save_pretrained(str(w2v_dir))
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False).save_pretrained(str(w2v_dir))
 
     def encoder() -> PromptEncoder:
         return PromptEncoder(root / TEXT_ENCODER_FILE, root / TOKENIZER_DIR, cfg.text_encoder)
 
     PromptStore(root / PROMPTS_DIR, encoder).encode([DEFAULT_PROMPT, *BEHAVIOUR_PROMPTS.values()])
+    return root
+
+
+def make_full_size_random_weights(directory: Path | str, *, seed: int = 0, device: str = "cpu") -> Path:
+    """The released shapes with random weights (for benchmarks): 1.3B DiT in bf16, the VAE,
+    wav2vec2-base, and random "prompt embeddings" of umT5's width. No text encoder, no
+    config.json. Needs about 3.5 GB of disk and, on a CPU, about 8 GB of memory."""
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2Config
+
+    from .config import ModelConfig
+    from .model import LiveTalkDiT
+    from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptStore
+    from .vae import WanVAE
+
+    root = Path(directory)
+    for path in (DIT_FILE, VAE_FILE):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+    cfg = ModelConfig()
+    torch.manual_seed(seed)
+    with torch.device(device):
+        dit = LiveTalkDiT(cfg.dit)
+    save_file({k: v.to(torch.bfloat16).contiguous().cpu() for k, v in dit.state_dict().items()}, str(root / DIT_FILE))
+    del dit
+    torch.save(WanVAE(cfg.vae).state_dict(), root / VAE_FILE)
+    _write_wav2vec(root / WAV2VEC_DIRS[0], Wav2Vec2Config())
+    store = PromptStore(root / PROMPTS_DIR)
+    g = torch.Generator().manual_seed(seed)
+    for text in (DEFAULT_PROMPT, *BEHAVIOUR_PROMPTS.values()):
+        store.put(text, (torch.randn(96, cfg.dit.text_dim, generator=g) * 0.1).to(torch.bfloat16))
     return root
 
 

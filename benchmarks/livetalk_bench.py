@@ -34,7 +34,10 @@ import torch
 
 from avatar_node.engines.base import Conditioning, StreamOptions
 from avatar_node.engines.livetalk.engine import LiveTalkEngine, LiveTalkStream
-from avatar_node.engines.livetalk.tiny import make_full_size_random_weights, make_tiny_weights
+from avatar_node.engines.livetalk.tiny import (
+    make_full_size_random_weights,
+    make_tiny_weights,
+)
 
 PORTRAIT = Path(__file__).resolve().parents[1] / "avatar_node" / "assets" / "sample_portrait.jpg"
 BLOCK_SECONDS = 0.75

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -52,7 +53,7 @@ def tiny_model() -> LiveTalkDiT:
 
 
 @pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> "Path":
+def tiny_weights(tmp_path_factory) -> Path:
     """A complete tiny weights directory (written once per test run; treat as read-only)."""
     from avatar_node.engines.livetalk.tiny import make_tiny_weights
 
@@ -60,17 +61,15 @@ def tiny_weights(tmp_path_factory) -> "Path":
 
 
 @pytest.fixture
-def tiny_weights_copy(tiny_weights, tmp_path) -> "Path":
+def tiny_weights_copy(tiny_weights, tmp_path) -> Path:
     """A copy of the tiny weights directory that a test may break."""
     import shutil
 
     return Path(shutil.copytree(tiny_weights, tmp_path / "weights"))
 
 
-def speech_16k(text: str) -> "np.ndarray":
+def speech_16k(text: str) -> np.ndarray:
     """Real synthesised speech (espeak-ng), float32 mono at 16 kHz."""
-    import numpy as np
-
     from avatar_node.media.audio import StreamResampler, to_float32
     from avatar_node.speech.tts import SpeechSynthesizer
 

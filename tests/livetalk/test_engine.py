@@ -13,7 +13,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from avatar_node.engines.base import AvatarInputError, Conditioning, StreamOptions  # noqa: E402
-from avatar_node.engines.livetalk.engine import BEHAVIOUR_BLOCKS, LiveTalkEngine, LiveTalkStream  # noqa: E402
+from avatar_node.engines.livetalk.engine import (  # noqa: E402
+    BEHAVIOUR_BLOCKS,
+    LiveTalkEngine,
+    LiveTalkStream,
+)
 from avatar_node.engines.livetalk.prompts import BEHAVIOUR_PROMPTS  # noqa: E402
 
 from .conftest import speech_16k  # noqa: E402

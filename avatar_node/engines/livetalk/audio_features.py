@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -63,14 +63,14 @@ class Wav2VecEncoder:
             hf_logging.set_verbosity(verbosity)
         if getattr(model, "adapter", None) is not None:
             raise ValueError(f"{folder}: a wav2vec2 with an adapter is not what the release uses")
-        self.model = model.to(device).eval().requires_grad_(False)
+        self.model: Any = model.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
         self.dtype = dtype
         cfg = model.config
         self.feature_dim = cfg.hidden_size * (cfg.num_hidden_layers + 2)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module) -> "Wav2VecEncoder":
+    def from_model(cls, model: Any) -> "Wav2VecEncoder":
         """Wrap an already built `transformers.Wav2Vec2Model` (tests, benchmarks)."""
         self = cls.__new__(cls)
         self.model = model.eval().requires_grad_(False)

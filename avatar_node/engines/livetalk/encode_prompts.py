@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         from .engine import resolve_device
         from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptStore
         from .text_encoder import PromptEncoder
-        from .weights import PROMPTS_DIR, TEXT_ENCODER_FILE, TOKENIZER_DIR, load_model_config
+        from .weights import (
+            PROMPTS_DIR,
+            TEXT_ENCODER_FILE,
+            TOKENIZER_DIR,
+            load_model_config,
+        )
     except ImportError as exc:
         print(f"error: encode-prompts needs the diffusion extra ({exc}): pip install 'avatar-node[diffusion]'", file=sys.stderr)
         return 2

@@ -31,19 +31,19 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from avatar_node.engines.base import (
+    FRAMINGS,
     AvatarInputError,
     Conditioning,
     Engine,
     EngineInfo,
     EngineStream,
     FaceBox,
-    FRAMINGS,
     Identity,
     StreamOptions,
 )
@@ -181,8 +181,9 @@ class LiveTalkEngine(Engine):
     def _compile(self) -> None:
         # Only the dense per-token parts: attention runs per session against its own cache.
         for block in self.dit.blocks:
-            block.ffn = torch.compile(block.ffn, dynamic=True)  # type: ignore[assignment]
-            block.cross_attn = torch.compile(block.cross_attn, dynamic=True)  # type: ignore[assignment]
+            dense: Any = block
+            dense.ffn = torch.compile(dense.ffn, dynamic=True)
+            dense.cross_attn = torch.compile(dense.cross_attn, dynamic=True)
 
     def prompt_kv(self, prompt: str) -> PromptConditioning:
         """Cross-attention K/V of a prompt (text or cached name), kept for the next sessions."""

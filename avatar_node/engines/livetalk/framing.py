@@ -61,6 +61,9 @@ class Compositor:
 
     def __init__(self, photo: np.ndarray, box: CropBox, canvas_width: int, canvas_height: int, framing: str = "auto") -> None:
         ph, pw = photo.shape[:2]
+        scale: float
+        ox: float
+        oy: float
         if framing == "fit":
             # The whole photo, letterboxed; the crop lands where it is in the photo.
             background, placement = fit_into_canvas(photo, canvas_width, canvas_height)

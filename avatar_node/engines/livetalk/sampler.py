@@ -99,7 +99,7 @@ class BlockSampler:
 
     def draw_noise(self, session: SessionState) -> torch.Tensor:
         """The noise one block uses: [steps, 16, frames, H, W] (initial noise, then each re-noising)."""
-        shape = (self.stream.num_steps, self.model.cfg.latent_channels, self.stream.frames_per_block)
+        shape: tuple[int, ...] = (self.stream.num_steps, self.model.cfg.latent_channels, self.stream.frames_per_block)
         shape += tuple(session.reference.shape[-2:])
         return torch.randn(shape, generator=session.generator, device=session.reference.device)
 

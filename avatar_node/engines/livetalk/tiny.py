@@ -19,7 +19,15 @@ from pathlib import Path
 import torch
 
 from .config import DiTConfig, ModelConfig, TextEncoderConfig, VAEConfig
-from .weights import CONFIG_FILE, DIT_FILE, PROMPTS_DIR, TEXT_ENCODER_FILE, TOKENIZER_DIR, VAE_FILE, WAV2VEC_DIRS
+from .weights import (
+    CONFIG_FILE,
+    DIT_FILE,
+    PROMPTS_DIR,
+    TEXT_ENCODER_FILE,
+    TOKENIZER_DIR,
+    VAE_FILE,
+    WAV2VEC_DIRS,
+)
 
 #: Tiny wav2vec2: 2 layers of 16 -> (2 + 2) x 16 = 64 features per frame.
 _W2V_HIDDEN, _W2V_LAYERS = 16, 2

@@ -174,6 +174,7 @@ class Resample(nn.Module):
         if first:
             head, context = x[:, :, :1], x
         else:
+            assert cache is not None
             head, context = x[:, :, :0], torch.cat([cache[key], x], dim=2)
         if cache is not None:
             cache[key] = x[:, :, -1:].clone()
@@ -241,6 +242,9 @@ class Decoder3d(nn.Module):
 
 class WanVAE(nn.Module):
     """The Wan2.1 VAE; parameter names are those of ``Wan2.1_VAE.pth``."""
+
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
 
     def __init__(self, cfg: VAEConfig | None = None) -> None:
         super().__init__()

@@ -10,9 +10,18 @@ torch = pytest.importorskip("torch")
 
 from avatar_node import cli  # noqa: E402
 from avatar_node.engines.livetalk.config import ModelConfig  # noqa: E402
-from avatar_node.engines.livetalk.prompts import DEFAULT_PROMPT, PromptNotEncoded, PromptStore  # noqa: E402
+from avatar_node.engines.livetalk.prompts import (  # noqa: E402
+    DEFAULT_PROMPT,
+    PromptNotEncoded,
+    PromptStore,
+)
 from avatar_node.engines.livetalk.text_encoder import PromptEncoder, clean_prompt  # noqa: E402
-from avatar_node.engines.livetalk.weights import PROMPTS_DIR, TEXT_ENCODER_FILE, TOKENIZER_DIR, load_model_config  # noqa: E402
+from avatar_node.engines.livetalk.weights import (  # noqa: E402
+    PROMPTS_DIR,
+    TEXT_ENCODER_FILE,
+    TOKENIZER_DIR,
+    load_model_config,
+)
 
 
 class CountingFactory:

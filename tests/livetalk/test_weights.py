@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from avatar_node import cli  # noqa: E402
-from avatar_node.engines.livetalk import check_weights, model as model_module  # noqa: E402
+from avatar_node.engines.livetalk import check_weights  # noqa: E402
+from avatar_node.engines.livetalk import model as model_module
 from avatar_node.engines.livetalk.config import StreamConfig  # noqa: E402
 from avatar_node.engines.livetalk.sampler import BlockSampler  # noqa: E402
 from avatar_node.engines.livetalk.weights import (  # noqa: E402

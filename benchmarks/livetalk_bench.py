@@ -7,6 +7,8 @@ cache pass, cached VAE decode, compositing onto a 848x480 canvas) from a prepare
     python benchmarks/livetalk_bench.py --tiny                 # CPU smoke run, tiny random weights
     python benchmarks/livetalk_bench.py                        # full size, random weights, CUDA
     python benchmarks/livetalk_bench.py --weights DIR          # a real weights directory
+    python benchmarks/livetalk_bench.py --features-table [--weights DIR]
+        # streamed vs whole-clip wav2vec2 features by look-ahead (random wav2vec2-base without DIR)
 
 Figures:
 - first frame: open a stream and run its first block (9 frames) from a prepared avatar;
@@ -86,7 +88,10 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=8, help="timed steady-state blocks")
     parser.add_argument("--compile", action="store_true", help="torch.compile the dense parts of the DiT")
     parser.add_argument("--max-sessions", type=int, default=8, help="most sessions the capacity probe tries")
+    parser.add_argument("--features-table", action="store_true", help="only measure streamed vs whole-clip audio features")
     args = parser.parse_args()
+    if args.features_table:
+        return features_table(args.weights)
 
     device = "cpu" if args.tiny and args.device == "auto" else args.device
     if not args.tiny and args.weights is None and not torch.cuda.is_available() and device != "cpu":
@@ -107,6 +112,27 @@ def main() -> int:
         engine = LiveTalkEngine(root, device=device, compile=args.compile, measure_capacity=False)
         loaded = time.perf_counter() - started
         return run(engine, args, written, loaded)
+
+
+def features_table(weights: Path | None) -> int:
+    from avatar_node.engines.livetalk.audio_features import Wav2VecEncoder, format_difference_table, streaming_difference_table
+    from avatar_node.engines.livetalk.weights import find_wav2vec_dir
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if weights is not None:
+        encoder = Wav2VecEncoder(find_wav2vec_dir(weights))
+        what = f"wav2vec2 from {find_wav2vec_dir(weights)}"
+    else:
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        torch.manual_seed(0)
+        encoder = Wav2VecEncoder.from_model(Wav2Vec2Model(Wav2Vec2Config()))
+        what = "wav2vec2-base shapes with RANDOM weights (pass --weights DIR for the real table)"
+    audio = speech_16k(1.0)[: 16_000 * 10]
+    rows = streaming_difference_table(encoder, audio, lookaheads=(0, 2, 4, 8, 16), contexts=(16, 48))
+    print(f"streamed vs whole-clip features, {what}, {len(audio) / 16000:.1f} s of espeak speech")
+    print(format_difference_table(rows))
+    return 0
 
 
 def run(engine: LiveTalkEngine, args: argparse.Namespace, written: float, loaded: float) -> int:

@@ -337,7 +337,7 @@ class LiveTalkEngine(Engine):
         for batch in range(1, most + 1):
             try:
                 seconds = self._time_batch(batch, prompt, (h, w))
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 break
             log.info("livetalk capacity probe: %d session(s) per block step in %.3f s (budget %.3f s)", batch, seconds, block_s * REALTIME_MARGIN)
             if seconds > block_s * REALTIME_MARGIN:

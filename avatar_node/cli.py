@@ -22,6 +22,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: unknown engine {', '.join(unknown) or repr(args.engine)}; available: "
               f"{', '.join(registry.available())}", file=sys.stderr)
         return 2
+    needing = [name for name in engines if name in registry.NEEDS_WEIGHTS]
+    if needing and not args.weights:
+        print(f"error: the {needing[0]} engine needs its weights: add --weights DIR "
+              "(check a directory with: avatar-node check-weights DIR)", file=sys.stderr)
+        return 2
     config = NodeConfig(
         host=args.host,
         port=args.port,
@@ -66,17 +71,31 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_weights(args: argparse.Namespace) -> int:
+def _livetalk_command(module: str, argv: list[str]) -> int:
+    """Run one of the livetalk engine's commands (they need the [diffusion] extra)."""
+    import importlib
+
     try:
-        from .engines.livetalk.check_weights import main as check_main
+        command = importlib.import_module(f".engines.livetalk.{module}", __package__).main
     except ImportError as exc:
         print(f"error: the diffusion engine needs its extra: pip install 'avatar-node[diffusion]' ({exc})",
               file=sys.stderr)
         return 2
-    return check_main([args.directory, *args.rest])
+    return int(command(argv))
+
+
+def _check_weights(args: argparse.Namespace) -> int:
+    return _livetalk_command("check_weights", [args.directory, *args.rest])
+
+
+#: Subcommands that parse their own arguments (they live with the diffusion engine).
+_PASS_THROUGH = {"make-tiny-weights": "tiny", "encode-prompts": "encode_prompts"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] in _PASS_THROUGH:
+        return _livetalk_command(_PASS_THROUGH[args_in[0]], args_in[1:])
     parser = argparse.ArgumentParser(prog="avatar-node", description="The real-time avatar node.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -102,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("rest", nargs=argparse.REMAINDER)
     check.set_defaults(run=_check_weights)
 
-    args = parser.parse_args(argv)
+    # Listed for --help; main() hands their arguments to them before parsing.
+    sub.add_parser("make-tiny-weights", help="write a tiny random-weight directory for the diffusion engine")
+    sub.add_parser("encode-prompts", help="pre-encode text prompts for the diffusion engine")
+
+    args = parser.parse_args(args_in)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -27,7 +27,10 @@ DEFAULT_ENGINE = "portrait"
 _BUILT_IN = {
     "portrait": "avatar_node.engines.portrait:PortraitEngine",
     "testcard": "avatar_node.engines.testcard:TestCardEngine",
+    "livetalk": "avatar_node.engines.livetalk.engine:LiveTalkEngine",
 }
+#: Engines whose factory needs a weights directory (`weights_dir`).
+NEEDS_WEIGHTS = frozenset({"livetalk"})
 
 
 def _targets() -> dict[str, str]:
@@ -44,9 +47,14 @@ def available() -> list[str]:
     return sorted(_targets())
 
 
-def _load(target: str) -> Callable[..., Engine]:
+def _load(name: str, target: str) -> Callable[..., Engine]:
     module_name, _, attr = target.partition(":")
-    factory: Callable[..., Engine] = getattr(importlib.import_module(module_name), attr)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = " (install its extra: pip install 'avatar-node[diffusion]')" if name == "livetalk" else ""
+        raise ValueError(f"engine {name!r} cannot be loaded: {exc}{hint}") from None
+    factory: Callable[..., Engine] = getattr(module, attr)
     return factory
 
 
@@ -55,7 +63,7 @@ def create(name: str, **options: Any) -> Engine:
     targets = _targets()
     if name not in targets:
         raise ValueError(f"unknown engine {name!r}; available: {', '.join(sorted(targets))}")
-    factory = _load(targets[name])
+    factory = _load(name, targets[name])
     params = inspect.signature(factory).parameters
     wanted = {k: v for k, v in options.items() if v is not None and k in params}
     missing = [k for k, v in options.items() if v is not None and k not in params]

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Coroutine
 
-from avatar_node.engines.base import Engine, EngineStream, Identity, StreamOptions
+from avatar_node.engines.base import AvatarInputError, Engine, EngineStream, Identity, StreamOptions
 from avatar_node.media.clock import MediaClock
 from avatar_node.media.encoder import H264Encoder
 from avatar_node.speech.tts import SpeechClip
@@ -100,7 +100,10 @@ class StreamParts:
         o = self.options
         options = StreamOptions(o.width, o.height, o.fps, o.prompt, o.seed, o.framing)
         self._opening = asyncio.ensure_future(self.scheduler.run(self.engine.open, self.identity, options))
-        self._engine_stream = await asyncio.shield(self._opening)
+        try:
+            self._engine_stream = await asyncio.shield(self._opening)
+        except AvatarInputError as exc:  # options this engine cannot honour (its fps, framing...)
+            raise errors.from_input_error(exc) from None
         self.renderer.engine_stream = self._engine_stream
         if self.encoder is not None:
             self.codec_config = await self.pools.run(self.pools.for_stream(self.live), self.encoder.probe_codec_config)
@@ -137,7 +140,7 @@ class StreamParts:
         pending = [f for f in (self.renderer.inflight, self._encoding, self._opening) if f is not None]
         await asyncio.gather(*pending, return_exceptions=True)
         opening, self._opening = self._opening, None
-        if opening is not None and not opening.cancelled() and opening.exception() is None:
+        if opening is not None and opening.done() and not opening.cancelled() and opening.exception() is None:
             await self.scheduler.run(opening.result().close)
         if self.encoder is not None:
             self.encoder.close()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+# The networks here are tiny: one thread is fastest, and several threads spin-wait badly
+# when other processes share the cores.
+torch.set_num_threads(1)
 
 from avatar_node.engines.livetalk.config import DiTConfig, StreamConfig  # noqa: E402
 from avatar_node.engines.livetalk.model import LiveTalkDiT  # noqa: E402
@@ -44,3 +50,30 @@ def audio_for(cfg: DiTConfig, sessions: int, stream: StreamConfig, seed: int) ->
 @pytest.fixture
 def tiny_model() -> LiveTalkDiT:
     return make_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A complete tiny weights directory (written once per test run; treat as read-only)."""
+    from avatar_node.engines.livetalk.tiny import make_tiny_weights
+
+    return make_tiny_weights(tmp_path_factory.mktemp("livetalk-weights"))
+
+
+@pytest.fixture
+def tiny_weights_copy(tiny_weights, tmp_path) -> Path:
+    """A copy of the tiny weights directory that a test may break."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_weights, tmp_path / "weights"))
+
+
+def speech_16k(text: str) -> np.ndarray:
+    """Real synthesised speech (espeak-ng), float32 mono at 16 kHz."""
+    from avatar_node.media.audio import StreamResampler, to_float32
+    from avatar_node.speech.tts import SpeechSynthesizer
+
+    with SpeechSynthesizer() as tts:
+        clip = tts.synthesize(text)
+    resampler = StreamResampler(clip.sample_rate, 16_000, np.float32)
+    return np.concatenate([resampler.process(to_float32(clip.samples)), resampler.flush()])

@@ -6,7 +6,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from avatar_node.engines.livetalk.audio import group_block_features, video_frames_of_block  # noqa: E402
+from avatar_node.engines.livetalk.audio import (  # noqa: E402
+    group_block_features,
+    video_frames_of_block,
+)
 
 
 def test_block_video_frames_follow_the_causal_vae():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import struct
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,58 +11,22 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from avatar_node.engines.livetalk import check_weights, model as model_module  # noqa: E402
-from avatar_node.engines.livetalk.config import DiTConfig, StreamConfig  # noqa: E402
+from avatar_node import cli  # noqa: E402
+from avatar_node.engines.livetalk import check_weights  # noqa: E402
+from avatar_node.engines.livetalk import model as model_module
+from avatar_node.engines.livetalk.config import StreamConfig  # noqa: E402
 from avatar_node.engines.livetalk.sampler import BlockSampler  # noqa: E402
 from avatar_node.engines.livetalk.weights import (  # noqa: E402
+    CONFIG_FILE,
     DIT_FILE,
-    VAE_EXPECTED,
+    PROMPTS_DIR,
+    TEXT_ENCODER_FILE,
     VAE_FILE,
-    WAV2VEC_EXPECTED,
     load_dit,
+    load_model_config,
 )
 
-from .conftest import audio_for, make_model  # noqa: E402
-
-
-def write_sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
-    """A valid safetensors header over a sparse (unwritten) data section: real layout, no disk cost."""
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = 4 * int(torch.tensor(shape).prod())
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with path.open("wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        f.truncate(8 + len(raw) + offset)
-
-
-@pytest.fixture
-def weights_dir(tmp_path: Path) -> Path:
-    cfg = DiTConfig.tiny()
-    model = make_model(cfg)
-    dit = tmp_path / DIT_FILE
-    dit.parent.mkdir(parents=True)
-    safetensors_torch.save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, str(dit))
-
-    vae = tmp_path / VAE_FILE
-    vae.parent.mkdir(parents=True)
-    torch.save({k: torch.zeros(s, dtype=torch.bfloat16) for k, s in VAE_EXPECTED.items()}, vae)
-
-    w2v = tmp_path / "wav2vec2"
-    w2v.mkdir()
-    (w2v / "config.json").write_text(json.dumps({"hidden_size": 768, "num_hidden_layers": 12}))
-    (w2v / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 16000}))
-    shapes = {f"wav2vec2.{k}": s for k, s in WAV2VEC_EXPECTED.items()}
-    shapes["lm_head.weight"] = (32, 768)
-    write_sparse_safetensors(w2v / "model.safetensors", shapes)
-
-    prompts = tmp_path / "prompts"
-    prompts.mkdir()
-    safetensors_torch.save_file({"prompt_embeds": torch.randn(5, cfg.text_dim)}, str(prompts / "talking.safetensors"))
-    return tmp_path
+from .conftest import audio_for  # noqa: E402
 
 
 def rewrite_dit(weights_dir: Path, edit) -> None:
@@ -72,28 +36,41 @@ def rewrite_dit(weights_dir: Path, edit) -> None:
     safetensors_torch.save_file(state, str(path))
 
 
-def test_complete_directory_passes_and_loads(weights_dir: Path, capsys):
-    assert check_weights.main([str(weights_dir), "--tiny"]) == 0
+def report_of(root: Path, capsys) -> dict:
+    rc = check_weights.main([str(root), "--json"])
+    report = {r["component"].split()[0]: r for r in json.loads(capsys.readouterr().out)}
+    report["rc"] = rc
+    return report
+
+
+def test_tiny_directory_passes_and_loads(tiny_weights: Path, capsys):
+    assert cli.main(["check-weights", str(tiny_weights)]) == 0
     assert "all components ok" in capsys.readouterr().out
 
-    reference = make_model(DiTConfig.tiny())
+    cfg = load_model_config(tiny_weights)
+    reference = load_dit(tiny_weights / DIT_FILE, cfg.dit, dtype=torch.float32)
     for dtype in (torch.bfloat16, torch.float16):
-        loaded = load_dit(weights_dir / DIT_FILE, DiTConfig.tiny(), dtype=dtype)
+        loaded = load_dit(tiny_weights / DIT_FILE, cfg.dit, dtype=dtype)
         for name, tensor in reference.state_dict().items():
             assert loaded.state_dict()[name].dtype == dtype
-            torch.testing.assert_close(loaded.state_dict()[name].float(), tensor.to(torch.bfloat16).float().to(dtype).float())
-    # The loaded model samples.
-    loaded = load_dit(weights_dir / DIT_FILE, DiTConfig.tiny(), dtype=torch.float32)
-    sampler = BlockSampler(loaded, StreamConfig())
-    session = sampler.open_session(torch.randn(16, 4, 4), torch.randn(3, loaded.cfg.text_dim))
-    assert torch.isfinite(sampler.step([session], audio_for(loaded.cfg, 1, sampler.stream, 0))).all()
+            torch.testing.assert_close(loaded.state_dict()[name].float(), tensor.to(dtype).float())
+    sampler = BlockSampler(reference, StreamConfig())
+    session = sampler.open_session(torch.randn(16, 4, 4), torch.randn(3, cfg.dit.text_dim))
+    assert torch.isfinite(sampler.step([session], audio_for(cfg.dit, 1, sampler.stream, 0))).all()
 
 
-def test_training_checkpoint_prefix_is_mapped(weights_dir: Path, capsys):
-    rewrite_dit(weights_dir, lambda s: s.update({f"model.{k}": s.pop(k) for k in list(s)}))
-    assert check_weights.main([str(weights_dir), "--tiny"]) == 0
+def test_make_tiny_weights_command(tmp_path: Path, capsys):
+    assert cli.main(["make-tiny-weights", str(tmp_path / "w"), "--size", "48"]) == 0
+    assert load_model_config(tmp_path / "w").video_height == 48
+    assert check_weights.main([str(tmp_path / "w")]) == 0
+    assert cli.main(["make-tiny-weights", str(tmp_path / "v"), "--size", "40"]) == 2
+
+
+def test_training_checkpoint_prefix_is_mapped(tiny_weights_copy: Path, capsys):
+    rewrite_dit(tiny_weights_copy, lambda s: s.update({f"model.{k}": s.pop(k) for k in list(s)}))
+    assert check_weights.main([str(tiny_weights_copy)]) == 0
     assert "prefix 'model.'" in capsys.readouterr().out
-    load_dit(weights_dir / DIT_FILE, DiTConfig.tiny())
+    load_dit(tiny_weights_copy / DIT_FILE, load_model_config(tiny_weights_copy).dit)
 
 
 @pytest.mark.parametrize(
@@ -108,41 +85,71 @@ def test_training_checkpoint_prefix_is_mapped(weights_dir: Path, capsys):
     ],
     ids=["missing", "extra", "shape"],
 )
-def test_dit_problems_are_named(weights_dir: Path, capsys, edit, expected):
-    rewrite_dit(weights_dir, edit)
-    assert check_weights.main([str(weights_dir), "--tiny"]) == 1
+def test_dit_problems_are_named(tiny_weights_copy: Path, capsys, edit, expected):
+    rewrite_dit(tiny_weights_copy, edit)
+    assert check_weights.main([str(tiny_weights_copy)]) == 1
     out = capsys.readouterr().out
     assert expected in out
     assert "problems in: DiT" in out
     with pytest.raises(ValueError, match="cannot load the DiT"):
-        load_dit(weights_dir / DIT_FILE, DiTConfig.tiny())
+        load_dit(tiny_weights_copy / DIT_FILE, load_model_config(tiny_weights_copy).dit)
 
 
-def test_other_components_are_checked(weights_dir: Path, capsys):
-    vae = weights_dir / VAE_FILE
-    state = torch.load(vae)
-    state["decoder.head.2.weight"] = torch.zeros(4, 96, 3, 3, 3)
-    del state["conv2.bias"]
-    torch.save(state, vae)
-    (weights_dir / "wav2vec2" / "preprocessor_config.json").unlink()
-    for p in (weights_dir / "prompts").iterdir():
-        p.unlink()
+def test_every_other_file_is_checked(tiny_weights_copy: Path, capsys):
+    root = tiny_weights_copy
+    vae = torch.load(root / VAE_FILE)
+    vae["decoder.head.2.weight"] = torch.zeros(4, 8, 3, 3, 3)
+    del vae["decoder.upsamples.7.time_conv.bias"]
+    torch.save(vae, root / VAE_FILE)
+    t5 = torch.load(root / TEXT_ENCODER_FILE)
+    del t5["blocks.1.pos_embedding.embedding.weight"]
+    torch.save(t5, root / TEXT_ENCODER_FILE)
+    w2v = root / "wav2vec2-base-960h"
+    (w2v / "preprocessor_config.json").unlink()
+    state = safetensors_torch.load_file(str(w2v / "model.safetensors"))
+    del state["wav2vec2.encoder.layers.1.attention.k_proj.weight"]
+    safetensors_torch.save_file(state, str(w2v / "model.safetensors"))
 
-    assert check_weights.main([str(weights_dir), "--tiny", "--json"]) == 1
-    report = {r["component"].split()[0]: r for r in json.loads(capsys.readouterr().out)}
-    assert report["DiT"]["ok"]
-    assert report["VAE"]["missing"] == ["conv2.bias"]
-    assert report["VAE"]["wrong_shape"] == [{"name": "decoder.head.2.weight", "expected": [3, 96, 3, 3, 3], "found": [4, 96, 3, 3, 3]}]
+    report = report_of(root, capsys)
+    assert report["rc"] == 1
+    assert report["DiT"]["ok"] and report["shapes"]["ok"] and report["prompt"]["ok"]
+    assert report["VAE"]["missing"] == ["decoder.upsamples.7.time_conv.bias"]
+    assert report["VAE"]["wrong_shape"] == [{"name": "decoder.head.2.weight", "expected": [3, 8, 3, 3, 3], "found": [4, 8, 3, 3, 3]}]
+    assert report["text"]["missing"] == ["blocks.1.pos_embedding.embedding.weight"]
     assert report["wav2vec2"]["problems"] == ["preprocessor_config.json is missing"]
-    assert not report["text"]["found"]
+    assert report["wav2vec2"]["missing"] == ["encoder.layers.1.attention.k_proj.weight"]
 
 
-def test_missing_directory_and_truncated_file(tmp_path: Path, weights_dir: Path, capsys):
+def test_prompts_or_encoder_must_give_the_default_prompt(tiny_weights_copy: Path, capsys):
+    root = tiny_weights_copy
+    (root / TEXT_ENCODER_FILE).unlink()
+    assert check_weights.main([str(root)]) == 0  # pre-encoded prompts are enough
+    capsys.readouterr()
+    shutil.rmtree(root / PROMPTS_DIR)
+    report = report_of(root, capsys)
+    assert report["rc"] == 1
+    assert "the default prompt is not pre-encoded and there is no text encoder" in report["prompt"]["problems"][0]
+
+
+def test_config_and_missing_files_are_named(tiny_weights_copy: Path, tmp_path: Path, capsys):
+    root = tiny_weights_copy
+    (root / CONFIG_FILE).write_text(json.dumps({"dit": {"dim": 48, "layers": 3}}))
+    report = report_of(root, capsys)
+    assert "unknown field(s) in 'dit': layers" in report["shapes"]["problems"][0]
+    (root / CONFIG_FILE).unlink()  # the released shapes are then expected: the tiny DiT fails
+    report = report_of(root, capsys)
+    assert report["rc"] == 1 and not report["DiT"]["ok"] and report["DiT"]["wrong_shape"]
+    (root / VAE_FILE).unlink()
+    report = report_of(root, capsys)
+    assert not report["VAE"]["found"]
     assert check_weights.main([str(tmp_path / "nowhere")]) == 1
-    w2v = weights_dir / "wav2vec2" / "model.safetensors"
+
+
+def test_truncated_file(tiny_weights_copy: Path, capsys):
+    w2v = tiny_weights_copy / "wav2vec2-base-960h" / "model.safetensors"
     with w2v.open("r+b") as f:
         f.truncate(w2v.stat().st_size // 2)
-    assert check_weights.main([str(weights_dir), "--tiny"]) == 1
+    assert check_weights.main([str(tiny_weights_copy)]) == 1
     assert "truncated" in capsys.readouterr().out
 
 

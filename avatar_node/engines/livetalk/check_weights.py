@@ -10,11 +10,16 @@ from pathlib import Path
 LAYOUT = """\
 expected layout of DIR:
   LiveTalk-1.3B-V0.1/model.safetensors   huggingface.co/GAIR/LiveTalk-1.3B-V0.1
-  Wan2.1-T2V-1.3B/Wan2.1_VAE.pth         huggingface.co/Wan-AI/Wan2.1-T2V-1.3B (only this file is needed)
-  wav2vec2/                              huggingface.co/facebook/wav2vec2-base-960h
+  LiveTalk-1.3B-V0.1/config.json         optional: other shapes (make-tiny-weights writes one)
+  Wan2.1-T2V-1.3B/Wan2.1_VAE.pth         huggingface.co/Wan-AI/Wan2.1-T2V-1.3B
+  Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth
+  Wan2.1-T2V-1.3B/google/umt5-xxl/       the text encoder and its tokenizer (same repository);
+                                         optional once every prompt is pre-encoded in prompts/
+  wav2vec2-base-960h/                    huggingface.co/facebook/wav2vec2-base-960h
                                          (config.json, preprocessor_config.json, model.safetensors
-                                         or pytorch_model.bin; the name wav2vec2-base-960h/ also works)
+                                         or pytorch_model.bin; the name wav2vec2/ also works)
   prompts/NAME.safetensors               pre-encoded prompts: "prompt_embeds" [tokens <= 512, 4096]
+                                         (avatar-node encode-prompts DIR "prompt" ... writes them)
 
 Nothing is loaded onto a device: safetensors headers are read and torch checkpoints are
 memory-mapped on the meta device. Exit status 0 when everything is present and shaped
@@ -31,11 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("directory", type=Path, help="the weights directory (layout below)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--tiny", action="store_true", help="check the DiT against the tiny test configuration")
     args = parser.parse_args(argv)
 
     try:
-        from .config import DiTConfig
         from .weights import check_weights_dir
     except ImportError as exc:
         print(f"check-weights needs the diffusion extra ({exc}); install it with: pip install 'avatar-node[diffusion]'", file=sys.stderr)
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.directory.is_dir():
         print(f"{args.directory} is not a directory\n\n{LAYOUT}", file=sys.stderr)
         return 1
-    reports = check_weights_dir(args.directory, DiTConfig.tiny() if args.tiny else None)
+    reports = check_weights_dir(args.directory)
     if args.json:
         payload = [
             {

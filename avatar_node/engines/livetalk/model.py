@@ -36,7 +36,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -290,7 +290,7 @@ class LiveTalkDiT(nn.Module):
         padded = text_embeds.new_zeros(cfg.text_len, cfg.text_dim)
         padded[: text_embeds.shape[0]] = text_embeds
         context = self.text_embedding(padded.to(device=self.device, dtype=self.dtype))[None]
-        kv = [block.cross_attn.project_context(context) for block in self.blocks]
+        kv = [cast(DiTBlock, block).cross_attn.project_context(context) for block in self.blocks]
         return PromptConditioning(torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv]))
 
     def pack_audio(self, features: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ block attending to exactly the frames and positions window.py says, with no cach
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -59,11 +59,12 @@ class SessionState:
         return self.cache.blocks_done
 
 
-def reference_condition(reference: torch.Tensor, first_frame: int, frames: int) -> torch.Tensor:
-    """The 17 conditioning channels for `frames` frames starting at `first_frame`: [17, frames, H, W]."""
+def reference_condition(reference: torch.Tensor, frames: int, session_start: bool) -> torch.Tensor:
+    """The 17 conditioning channels for `frames` frames: [17, frames, H, W]. The mask is 0 on
+    the session's very first frame (when `session_start`), else 1."""
     latent = reference[:, None].expand(-1, frames, -1, -1)
     mask = torch.ones((1, frames) + tuple(reference.shape[-2:]), dtype=reference.dtype, device=reference.device)
-    if first_frame == 0:
+    if session_start:
         mask[:, 0] = 0.0
     return torch.cat([latent, mask])
 
@@ -98,7 +99,7 @@ class BlockSampler:
 
     def draw_noise(self, session: SessionState) -> torch.Tensor:
         """The noise one block uses: [steps, 16, frames, H, W] (initial noise, then each re-noising)."""
-        shape = (self.stream.num_steps, self.model.cfg.latent_channels, self.stream.frames_per_block)
+        shape: tuple[int, ...] = (self.stream.num_steps, self.model.cfg.latent_channels, self.stream.frames_per_block)
         shape += tuple(session.reference.shape[-2:])
         return torch.randn(shape, generator=session.generator, device=session.reference.device)
 
@@ -108,12 +109,20 @@ class BlockSampler:
         sessions: Sequence[SessionState],
         audio_features: torch.Tensor,
         noise: torch.Tensor | None = None,
+        *,
+        first_frames: Sequence[int] | None = None,
+        prompts: Sequence[PromptConditioning] | None = None,
+        on_clean: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Sample the next block of every session.
 
         audio_features: [sessions, frames_per_block, 4, audio_feature_dim] (see audio.py).
         noise: optional [sessions, steps, 16, frames_per_block, H, W]; drawn from each
-        session's generator when omitted. Returns clean latents [sessions, 16, frames, H, W].
+        session's generator when omitted. first_frames: each block's first latent frame
+        number (default: right after the session's previous block); a live session that
+        skipped time passes a later one. prompts: replaces each session's prompt from this
+        block on. on_clean: called with the clean latents before the cache pass, so work on
+        them (decoding) can overlap that pass. Returns clean latents [sessions, 16, frames, H, W].
         """
         if not sessions:
             raise ValueError("step() needs at least one session")
@@ -123,14 +132,20 @@ class BlockSampler:
             raise ValueError(f"sessions in one batch must share a latent size, got {sorted(shapes)}")
         if audio_features.shape[:2] != (len(sessions), per_block):
             raise ValueError(f"audio features must be [{len(sessions)}, {per_block}, 4, C], got {tuple(audio_features.shape)}")
+        if first_frames is not None:
+            for session, first in zip(sessions, first_frames, strict=True):
+                session.cache.start_block(first)
+        if prompts is not None:
+            for session, prompt_kv in zip(sessions, prompts, strict=True):
+                session.prompt = prompt_kv
         if noise is None:
             noise = torch.stack([self.draw_noise(s) for s in sessions])
         noise = noise.to(model.device, torch.float32)
 
         audio = model.pack_audio(audio_features)
         prompt = PromptConditioning.stack([s.prompt for s in sessions])
-        condition = torch.stack([reference_condition(s.reference, s.cache.next_frame, per_block) for s in sessions])
         starts_session = [s.blocks_done == 0 for s in sessions]
+        condition = torch.stack([reference_condition(s.reference, per_block, first) for s, first in zip(sessions, starts_session)])
 
         def force_reference(latents: torch.Tensor) -> torch.Tensor:
             for i, session in enumerate(sessions):
@@ -158,6 +173,8 @@ class BlockSampler:
                 next_sigma = sigmas[index + 1]
                 latents = (1.0 - next_sigma) * clean + next_sigma * noise[:, index + 1]
         clean = force_reference(clean)
+        if on_clean is not None:
+            on_clean(clean)
         model(clean, timesteps(0.0), condition, prompt, audio, attend_with(commit=True))
         for session in sessions:
             session.cache.finish_block()

@@ -1,22 +1,25 @@
-"""The weights directory: its layout, what each file must hold, and the DiT loader.
+"""The weights directory: its layout, what each file must hold, and the loaders.
 
 Layout (the names the public downloads use)::
 
     WEIGHTS_DIR/
-      LiveTalk-1.3B-V0.1/model.safetensors   the distilled causal student (GAIR/LiveTalk-1.3B-V0.1)
-      Wan2.1-T2V-1.3B/Wan2.1_VAE.pth         the Wan2.1 causal VAE (Wan-AI/Wan2.1-T2V-1.3B)
-      wav2vec2/                              facebook/wav2vec2-base-960h: config.json,
-                                             preprocessor_config.json, model.safetensors
-                                             or pytorch_model.bin (wav2vec2-base-960h/ also accepted)
-      prompts/NAME.safetensors               pre-encoded prompts: a tensor "prompt_embeds"
-                                             [tokens <= 512, 4096], the umT5-XXL encoder output
-                                             without its zero padding
+      LiveTalk-1.3B-V0.1/model.safetensors    the distilled causal student (GAIR/LiveTalk-1.3B-V0.1)
+      LiveTalk-1.3B-V0.1/config.json          optional: other shapes (see config.ModelConfig);
+                                              without it the released shapes are expected
+      Wan2.1-T2V-1.3B/Wan2.1_VAE.pth          the Wan2.1 causal VAE (Wan-AI/Wan2.1-T2V-1.3B)
+      Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth
+      Wan2.1-T2V-1.3B/google/umt5-xxl/        the text encoder and its tokenizer: optional when
+                                              every prompt used is pre-encoded in prompts/
+      wav2vec2-base-960h/                     facebook/wav2vec2-base-960h: config.json,
+                                              preprocessor_config.json, model.safetensors or
+                                              pytorch_model.bin (the name wav2vec2/ also works)
+      prompts/NAME.safetensors                pre-encoded prompts: "prompt_embeds" [tokens <= 512,
+                                              4096], the umT5 output without its zero padding
 
-Checks read only headers (safetensors) or memory-map the file on the meta device
-(torch checkpoints), so nothing is loaded onto a device and large files cost nothing.
-The DiT is checked completely (every name and shape of the model built on the meta
-device); the VAE and wav2vec2 against the subset of their keys established from the
-public Wan2.1 and transformers code (listed below); prompts by name and shape.
+Checks read only headers (safetensors) or memory-map the file on the meta device (torch
+checkpoints), so nothing is loaded onto a device and large files cost nothing. Every
+tensor of the DiT, the VAE, the text encoder and wav2vec2 is compared by name and shape
+with the network built on the meta device from the same shapes the engine will use.
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .config import DiTConfig
+from .config import DiTConfig, ModelConfig, TextEncoderConfig, VAEConfig
 from .model import LiveTalkDiT, parameter_shapes
 
 DIT_FILE = Path("LiveTalk-1.3B-V0.1/model.safetensors")
+CONFIG_FILE = Path("LiveTalk-1.3B-V0.1/config.json")
 VAE_FILE = Path("Wan2.1-T2V-1.3B/Wan2.1_VAE.pth")
-WAV2VEC_DIRS = (Path("wav2vec2"), Path("wav2vec2-base-960h"))
+TEXT_ENCODER_FILE = Path("Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth")
+TOKENIZER_DIR = Path("Wan2.1-T2V-1.3B/google/umt5-xxl")
+WAV2VEC_DIRS = (Path("wav2vec2-base-960h"), Path("wav2vec2"))
 PROMPTS_DIR = Path("prompts")
 PROMPT_KEY = "prompt_embeds"
 
@@ -42,53 +48,6 @@ PROMPT_KEY = "prompt_embeds"
 DIT_DTYPES = frozenset({"F32", "BF16", "F16"})
 #: Prefixes training checkpoints put before the released names; the loader removes them.
 DIT_PREFIXES = ("generator.", "model.", "module.")
-
-
-def _vae_expected() -> dict[str, tuple[int, ...]]:
-    """Keys of the Wan2.1 VAE (base width 96, z 16, widths 96/192/384/384) the engine relies on."""
-    c3 = (3, 3, 3)
-    return {
-        "encoder.conv1.weight": (96, 3, *c3),
-        "encoder.conv1.bias": (96,),
-        "encoder.middle.1.norm.gamma": (384, 1, 1),
-        "encoder.middle.1.to_qkv.weight": (1152, 384, 1, 1),
-        "encoder.head.0.gamma": (384, 1, 1, 1),
-        "encoder.head.2.weight": (32, 384, *c3),
-        "encoder.head.2.bias": (32,),
-        "conv1.weight": (32, 32, 1, 1, 1),
-        "conv1.bias": (32,),
-        "conv2.weight": (16, 16, 1, 1, 1),
-        "conv2.bias": (16,),
-        "decoder.conv1.weight": (384, 16, *c3),
-        "decoder.conv1.bias": (384,),
-        "decoder.middle.1.to_qkv.weight": (1152, 384, 1, 1),
-        "decoder.head.0.gamma": (96, 1, 1, 1),
-        "decoder.head.2.weight": (3, 96, *c3),
-        "decoder.head.2.bias": (3,),
-    }
-
-
-def _wav2vec_expected() -> dict[str, tuple[int, ...]]:
-    """Keys of wav2vec2-base (7 conv layers, 12 transformer layers of 768) the audio path needs."""
-    keys: dict[str, tuple[int, ...]] = {
-        "feature_extractor.conv_layers.0.conv.weight": (512, 1, 10),
-        "feature_extractor.conv_layers.0.layer_norm.weight": (512,),
-        "feature_projection.projection.weight": (768, 512),
-        "encoder.layer_norm.weight": (768,),
-    }
-    for i in range(1, 7):
-        keys[f"feature_extractor.conv_layers.{i}.conv.weight"] = (512, 512, 3 if i < 5 else 2)
-    for layer in range(12):
-        prefix = f"encoder.layers.{layer}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            keys[f"{prefix}.attention.{proj}.weight"] = (768, 768)
-        keys[f"{prefix}.feed_forward.intermediate_dense.weight"] = (3072, 768)
-        keys[f"{prefix}.feed_forward.output_dense.weight"] = (768, 3072)
-    return keys
-
-
-VAE_EXPECTED = _vae_expected()
-WAV2VEC_EXPECTED = _wav2vec_expected()
 
 
 @dataclass(frozen=True)
@@ -119,17 +78,26 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     return tensors
 
 
+def _torch_load(path: Path, map_location: str) -> object:
+    try:
+        return torch.load(path, map_location=map_location, mmap=True, weights_only=True)
+    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def read_torch_checkpoint(path: Path) -> dict[str, TensorInfo]:
     """Names and shapes in a torch checkpoint, memory-mapped on the meta device."""
-    try:
-        state = torch.load(path, map_location="meta", mmap=True, weights_only=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        state = torch.load(path, map_location="meta", weights_only=True)
-    state = _unwrap(state)
+    state = unwrap_state_dict(_torch_load(path, "meta"))
     return {k: TensorInfo(tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _unwrap(state: object) -> Mapping[str, object]:
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A torch checkpoint's tensors on the CPU (memory-mapped where the format allows)."""
+    state = unwrap_state_dict(_torch_load(path, "cpu"))
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def unwrap_state_dict(state: object) -> Mapping[str, object]:
     """Training checkpoints nest the weights under one of these keys."""
     if not isinstance(state, Mapping):
         raise ValueError("the checkpoint does not hold a state dict")
@@ -161,10 +129,12 @@ class ComponentReport:
     mis_shaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: An optional component may be absent (its absence is judged elsewhere).
+    optional: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.found and not (self.missing or self.unexpected or self.mis_shaped or self.problems)
+        return (self.found or self.optional) and not (self.missing or self.unexpected or self.mis_shaped or self.problems)
 
     def compare(
         self, found: Mapping[str, TensorInfo], expected: Mapping[str, tuple[int, ...]], *, complete: bool
@@ -183,7 +153,7 @@ class ComponentReport:
         status = "ok" if self.ok else "PROBLEM"
         lines = [f"{self.name}: {status}  ({self.path})"]
         if not self.found:
-            lines.append("  not found")
+            lines.append("  not found" + (" (optional)" if self.optional else ""))
         lines += [f"  {note}" for note in self.notes]
         lines += [f"  problem: {p}" for p in self.problems]
         lines += [f"  missing: {name}" for name in self.missing]
@@ -216,7 +186,43 @@ def check_dit(path: Path, cfg: DiTConfig | None = None) -> ComponentReport:
     return report
 
 
-def check_vae(path: Path) -> ComponentReport:
+def _read_any(path: Path) -> dict[str, TensorInfo]:
+    return read_safetensors_header(path) if path.suffix == ".safetensors" else read_torch_checkpoint(path)
+
+
+def load_model_config(root: Path) -> ModelConfig:
+    """The shapes of this weights directory: config.json beside the DiT, or the released ones."""
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        return ModelConfig()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    return ModelConfig.from_json(data)
+
+
+def check_config(root: Path) -> tuple[ComponentReport, ModelConfig]:
+    path = root / CONFIG_FILE
+    report = ComponentReport("shapes (config.json)", path)
+    try:
+        cfg = load_model_config(root)
+    except ValueError as exc:
+        report.problems.append(str(exc))
+        return report, ModelConfig()
+    if path.is_file():
+        report.notes.append(
+            f"non-default shapes: DiT {cfg.dit.num_layers} layers x {cfg.dit.dim}, VAE width {cfg.vae.dim}, "
+            f"text encoder {cfg.text_encoder.num_layers} layers x {cfg.text_encoder.dim}, video {cfg.video_width}x{cfg.video_height}"
+        )
+    else:
+        report.notes.append("no config.json: the released shapes are expected (1.3B DiT, 512x512 video)")
+    return report, cfg
+
+
+def check_vae(path: Path, cfg: VAEConfig | None = None) -> ComponentReport:
+    from .vae import vae_parameter_shapes
+
     report = ComponentReport("VAE (Wan2.1)", path)
     if not path.is_file():
         report.found = False
@@ -224,11 +230,11 @@ def check_vae(path: Path) -> ComponentReport:
         return report
     try:
         found = read_torch_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
         report.problems.append(f"cannot read the checkpoint: {exc}")
         return report
-    report.compare(found, VAE_EXPECTED, complete=False)
-    report.notes.append(f"{len(found)} tensors; checked the {report.expected} the engine relies on")
+    report.compare(found, vae_parameter_shapes(cfg), complete=True)
+    report.notes.append(f"{len(found)} tensors; {report.expected} expected")
     return report
 
 
@@ -239,47 +245,87 @@ def find_wav2vec_dir(root: Path) -> Path:
     return root / WAV2VEC_DIRS[0]
 
 
-def check_wav2vec(folder: Path) -> ComponentReport:
+def _canonical_wav2vec_name(name: str) -> str:
+    # Older checkpoints store the weight-normalised positional conv as weight_g / weight_v.
+    return name.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+
+
+#: Tensors a wav2vec2 checkpoint may have that the feature path never reads.
+_WAV2VEC_UNUSED = ("lm_head.", "masked_spec_embed", "quantizer.", "project_hid.", "project_q.")
+
+
+def check_wav2vec(folder: Path, dit: DiTConfig | None = None) -> ComponentReport:
+    dit = dit or DiTConfig()
     report = ComponentReport("wav2vec2 (base-960h)", folder)
     if not folder.is_dir():
         report.found = False
         report.problems.append("download facebook/wav2vec2-base-960h into this folder")
         return report
-    for name in ("config.json", "preprocessor_config.json"):
-        if not (folder / name).is_file():
-            report.problems.append(f"{name} is missing")
+    preprocessor = folder / "preprocessor_config.json"
+    if not preprocessor.is_file():
+        report.problems.append("preprocessor_config.json is missing")
+    else:
+        try:
+            pre = json.loads(preprocessor.read_text())
+            if pre.get("sampling_rate", 16000) != 16000:
+                report.problems.append(f"preprocessor_config.json: sampling_rate {pre.get('sampling_rate')}, expected 16000")
+            if pre.get("do_normalize") is False:
+                report.problems.append("preprocessor_config.json: do_normalize is false; the release normalises the clip")
+        except (OSError, json.JSONDecodeError) as exc:
+            report.problems.append(f"preprocessor_config.json: {exc}")
     config_path = folder / "config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-        if (config.get("hidden_size"), config.get("num_hidden_layers")) != (768, 12):
-            report.problems.append(
-                "config.json is not wav2vec2-base (hidden_size 768, 12 layers): the DiT expects 14 x 768 features"
-            )
+    if not config_path.is_file():
+        report.problems.append("config.json is missing")
+        return report
+    try:
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        config = Wav2Vec2Config.from_json_file(str(config_path))
+        with torch.device("meta"):
+            expected_model = Wav2Vec2Model(config)
+    except ImportError as exc:
+        report.problems.append(f"reading wav2vec2 needs transformers ({exc}): pip install 'avatar-node[diffusion]'")
+        return report
+    except (OSError, ValueError, TypeError) as exc:
+        report.problems.append(f"config.json: {exc}")
+        return report
+    features = config.hidden_size * (config.num_hidden_layers + 2)
+    if features != dit.audio_feature_dim:
+        report.problems.append(
+            f"config.json gives {config.num_hidden_layers + 2} x {config.hidden_size} = {features} features per frame; "
+            f"the DiT expects {dit.audio_feature_dim} (wav2vec2-base: 14 x 768)"
+        )
     weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()]
     if not weights:
         report.problems.append("no model.safetensors or pytorch_model.bin")
         return report
     try:
-        path = weights[0]
-        found = read_safetensors_header(path) if path.suffix == ".safetensors" else read_torch_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as exc:
+        found = _read_any(weights[0])
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
         report.problems.append(f"cannot read {weights[0].name}: {exc}")
         return report
     # A CTC checkpoint nests the encoder under "wav2vec2." beside its lm_head.
     prefix = "wav2vec2." if any(name.startswith("wav2vec2.") for name in found) else ""
-    found = {name[len(prefix) :]: info for name, info in found.items() if name.startswith(prefix)}
-    report.compare(found, WAV2VEC_EXPECTED, complete=False)
-    report.notes.append(f"{weights[0].name}: {len(found)} tensors; checked the {report.expected} the engine relies on")
+    found = {_canonical_wav2vec_name(n[len(prefix) :] if n.startswith(prefix) else n): info for n, info in found.items()}
+    expected = {
+        _canonical_wav2vec_name(n): tuple(t.shape)
+        for n, t in expected_model.state_dict().items()
+        if not n.startswith(_WAV2VEC_UNUSED)
+    }
+    report.compare(found, expected, complete=False)
+    ignored = sorted(n for n in set(found) - set(expected) if not n.startswith(_WAV2VEC_UNUSED))
+    if ignored:
+        report.notes.append(f"ignored (not used): {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}")
+    report.notes.append(f"{weights[0].name}: {len(found)} tensors; {report.expected} used, all checked")
     return report
 
 
 def check_prompts(folder: Path, cfg: DiTConfig | None = None) -> ComponentReport:
     cfg = cfg or DiTConfig()
-    report = ComponentReport("text embeddings (umT5-XXL, pre-encoded)", folder)
+    report = ComponentReport("prompt embeddings (umT5, pre-encoded)", folder, optional=True)
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     if not files:
         report.found = False
-        report.problems.append(f"no prompts: put NAME.safetensors files with a [tokens, {cfg.text_dim}] {PROMPT_KEY!r} here")
         return report
     for path in files:
         try:
@@ -299,14 +345,55 @@ def check_prompts(folder: Path, cfg: DiTConfig | None = None) -> ComponentReport
     return report
 
 
-def check_weights_dir(root: Path, cfg: DiTConfig | None = None) -> list[ComponentReport]:
-    """Reports for every component the engine needs, in a fixed order."""
-    return [
-        check_dit(root / DIT_FILE, cfg),
-        check_vae(root / VAE_FILE),
-        check_wav2vec(find_wav2vec_dir(root)),
-        check_prompts(root / PROMPTS_DIR, cfg),
+def check_text_encoder(root: Path, cfg: TextEncoderConfig | None = None) -> ComponentReport:
+    from .text_encoder import text_encoder_parameter_shapes
+
+    path = root / TEXT_ENCODER_FILE
+    report = ComponentReport("text encoder (umT5-XXL)", path, optional=True)
+    if not path.is_file():
+        report.found = False
+        return report
+    try:
+        found = read_torch_checkpoint(path)
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
+        report.problems.append(f"cannot read the checkpoint: {exc}")
+        return report
+    report.compare(found, text_encoder_parameter_shapes(cfg), complete=True)
+    tokenizer = root / TOKENIZER_DIR
+    if not any((tokenizer / n).is_file() for n in ("tokenizer.json", "spiece.model")):
+        report.problems.append(f"no tokenizer in {tokenizer} (download google/umt5-xxl's tokenizer files there)")
+    report.notes.append(f"{len(found)} tensors; {report.expected} expected; tokenizer in {TOKENIZER_DIR}")
+    return report
+
+
+def check_weights_dir(root: Path) -> list[ComponentReport]:
+    """Reports for every file the engine reads, in a fixed order."""
+    from .prompts import DEFAULT_PROMPT, PromptStore
+
+    config_report, cfg = check_config(root)
+    prompts = check_prompts(root / PROMPTS_DIR, cfg.dit)
+    encoder = check_text_encoder(root, cfg.text_encoder)
+    reports = [
+        config_report,
+        check_dit(root / DIT_FILE, cfg.dit),
+        check_vae(root / VAE_FILE, cfg.vae),
+        check_wav2vec(find_wav2vec_dir(root), cfg.dit),
+        prompts,
+        encoder,
     ]
+    can_encode = encoder.found and encoder.ok
+    if not encoder.found:
+        encoder.notes.append("prompts must then be pre-encoded (avatar-node encode-prompts on a machine that has it)")
+    if prompts.ok:
+        has_default = prompts.found and PromptStore(root / PROMPTS_DIR).has(DEFAULT_PROMPT)
+        if not has_default and not can_encode:
+            prompts.problems.append(
+                "the default prompt is not pre-encoded and there is no text encoder: add the umT5-XXL encoder "
+                "and tokenizer, or copy a prompts/ folder made by `avatar-node encode-prompts`"
+            )
+        elif not prompts.found:
+            prompts.notes.append("no prompts cached yet; they are encoded on first use")
+    return reports
 
 
 def load_dit(
@@ -326,7 +413,7 @@ def load_dit(
 
         state = load_file(str(path), device=str(device))
     else:
-        state = dict(_unwrap(torch.load(path, map_location=device, mmap=True, weights_only=True)))
+        state = load_checkpoint(path)
     prefix = _strip_prefix(state, DIT_PREFIXES)
     state = {name[len(prefix) :]: tensor.to(dtype) for name, tensor in state.items()}
     with torch.device("meta"):

@@ -14,7 +14,7 @@ from avatar_node.engines.portrait.evaluation import (
     mouth_box,
     region_change,
 )
-from avatar_node.media.canvas import fit_into_canvas
+from avatar_node.engines.portrait.engine import canvas_rig
 
 from .conftest import OPTIONS, h264_round_trip
 
@@ -53,7 +53,7 @@ def test_frames_are_canvas_sized_rgb_and_deterministic(engine, identity, sentenc
 def test_background_far_from_the_face_never_moves(engine, identity, sentence, sample_rgb) -> None:
     _, speech = sentence
     frames = render(engine, identity, 60, speech=speech, behaviours={5: ["nod"], 20: ["shake"]})
-    canvas, _ = fit_into_canvas(sample_rgb, 848, 480)
+    canvas, _ = canvas_rig(identity.data, OPTIONS)
     x0, _, x1, _ = mouth_box(identity, OPTIONS)
     face_w = x1 - x0
     left, right = max(0, x0 - 3 * face_w), min(848, x1 + 3 * face_w)

@@ -19,6 +19,7 @@ from avatar_node.engines.base import (
     Identity,
     StreamOptions,
 )
+from avatar_node.engines.portrait import topology as topo
 from avatar_node.engines.portrait.detection import FaceDetector
 from avatar_node.engines.portrait.eyelids import EyeLids
 from avatar_node.engines.portrait.framing import frame_placement
@@ -155,7 +156,7 @@ def canvas_rig(data: PortraitIdentityData, options: StreamOptions) -> tuple[np.n
 
 
 # Mouth spring channels, in MouthShape order: open, width, teeth, lip_close, lip_bite, lower_teeth.
-_MOUTH_OMEGA = np.array([32.0, 22.0, 20.0, 42.0, 34.0, 20.0])
+_MOUTH_OMEGA = np.array([32.0, 28.0, 20.0, 42.0, 34.0, 20.0])
 # Head channels: yaw, pitch, roll (radians), shift_x, shift_y (face units).
 _HEAD_SIGMA = np.array([0.030, 0.020, 0.016, 0.010, 0.006])
 _HEAD_TAU = np.array([1.7, 1.2, 2.4, 2.0, 1.5])
@@ -196,6 +197,7 @@ class PortraitStream(EngineStream):
         self._gestures: list[tuple[str, Gesture]] = []
         self._prev_level = 0.0
         self._emphasis = Spring(1, 12.0)
+        self._last_offsets = np.zeros_like(self.rig.vertices)
 
     # -- the contract --------------------------------------------------------------------
 
@@ -211,8 +213,20 @@ class PortraitStream(EngineStream):
         frame = self._canvas.copy()
         self.rig.warp(self._canvas, frame, head, local, self._lids.slider(blink))
         offsets = self.rig.vertex_offsets(head, local)
+        self._last_offsets = offsets
         self._interior.paint(frame, self.rig.mouth_frame(offsets), teeth, lower_teeth)
         return [frame]
+
+    def lip_contours(self) -> dict[str, np.ndarray]:
+        """Where the lips were in the last frame (canvas pixels, corner to corner): for
+        measurements that need to know where to look in the pixels."""
+        verts = self.rig.vertices + self._last_offsets
+        return {
+            "outer_upper": verts[list(topo.LIPS_OUTER_UPPER)],
+            "inner_upper": verts[list(topo.LIPS_INNER_UPPER)],
+            "inner_lower": verts[list(topo.LIPS_INNER_LOWER)],
+            "outer_lower": verts[list(topo.LIPS_OUTER_LOWER)],
+        }
 
     def reset_speech(self) -> None:
         self._analyser.reset()
@@ -282,7 +296,7 @@ class PortraitStream(EngineStream):
         local[li["upper_lip"]] = upper_lip
         local[li["lower_lip"]] = lower_lip
         local[li["pucker"]] = pucker
-        local[li["width"]] = m_width * (0.045 if m_width > 0 else 0.085)
+        local[li["width"]] = m_width * (0.05 if m_width > 0 else 0.12)
         local[li["press"]] = 0.018 * m_close
         # The jaw makes up the rest of the wanted inner-lip gap (never below touching lips).
         local[li["jaw"]] = max(gap, 0.0) - self._neutral_gap - upper_lip - 0.5 * pucker + 1.1 * lower_lip

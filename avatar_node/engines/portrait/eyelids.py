@@ -83,10 +83,15 @@ class EyeLids:
                 lower_edge = bottom_lid + closure * (0.15 * gap + 0.5 * np.minimum(gap, 1.0))
                 crease = top_lid - gap - 0.06 * unit
                 floor = bottom_lid + 0.7 * gap + 0.03 * unit
+                # The lash line keeps its thickness and travels with the lid's edge; the
+                # skin between the crease and the lashes is what stretches.
+                lash = closure * (0.2 * gap + 0.5 * np.minimum(gap, 1.0))
                 source = b.copy()
-                over_lid = (b >= crease) & (b < new_top)
-                k = (edge - crease) / np.maximum(new_top - crease, 1e-3)
+                over_lid = (b >= crease) & (b < new_top - lash)
+                k = (edge - lash - crease) / np.maximum(new_top - lash - crease, 1e-3)
                 source = np.where(over_lid, crease + (b - crease) * k, source)
+                on_lashes = (b >= new_top - lash) & (b < new_top)
+                source = np.where(on_lashes, edge + (b - new_top), source)
                 under_lid = (b > new_bottom) & (b <= floor)
                 k2 = (floor - lower_edge) / np.maximum(floor - new_bottom, 1e-3)
                 source = np.where(under_lid, floor + (b - floor) * k2, source)

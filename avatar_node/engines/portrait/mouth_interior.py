@@ -75,7 +75,7 @@ def photo_colours(canvas: np.ndarray, rig: FaceRig) -> MouthColours:
     return MouthColours(
         teeth=teeth.astype(np.float32),
         cavity=(lip * 0.34).astype(np.float32),
-        tongue=(lip * 0.62 + skin * 0.08).astype(np.float32),
+        tongue=(lip * 0.72).astype(np.float32),
         lip=lip.astype(np.float32),
     )
 
@@ -128,7 +128,7 @@ class MouthInterior:
         gap = np.maximum(bottom - top, 0.0)
         d_up = b - top  # depth below the upper lip
         d_low = bottom - b  # height above the lower lip
-        inside = np.clip(np.minimum(d_up, d_low) + 0.5, 0.0, 1.0) * ((a > 0) & (a < span))
+        inside = np.clip(np.minimum(d_up, d_low) / 1.5 + 0.5, 0.0, 1.0) * ((a > 0) & (a < span))
         if not inside.any():
             return
         u = np.clip(a / span, 0.0, 1.0)
@@ -140,7 +140,9 @@ class MouthInterior:
         else:
             tooth = teeth * UPPER_TEETH * unit * arch
             tooth_u = 0.085 * unit / span
-            colour = _over(colour, self._teeth(u, d_up, tooth, arch, 1.0, tooth_u), np.clip(tooth - d_up + 0.5, 0, 1))
+            colour = _over(
+                colour, self._teeth(u, d_up, tooth, arch, 1.0, tooth_u), np.clip((tooth - d_up) / 1.5 + 0.5, 0, 1)
+            )
             if lower_teeth > 0.02:
                 low = lower_teeth * LOWER_TEETH * unit * arch
                 colour = _over(colour, self._teeth(u, d_low, low, arch, 0.72, tooth_u * 0.7), np.clip(low - d_low + 0.5, 0, 1))
@@ -205,7 +207,7 @@ class _PhotoInterior:
     """The photo's own open mouth, cut into a part that hangs from the upper lip and a
     part that rests on the lower lip."""
 
-    UPPER_SHARE = 0.6
+    UPPER_SHARE = 0.5
     LOWER_SHARE = 0.15
 
     def __init__(self, canvas: np.ndarray, rig: FaceRig) -> None:

@@ -24,7 +24,7 @@ _VISEMES: dict[str, tuple[MouthShape, float]] = {
     "open": (MouthShape(open=1.0, width=0.15, teeth=0.55, lower_teeth=0.35), 1.0),  # a, aI, aU
     "mid": (MouthShape(open=0.55, width=0.35, teeth=0.6), 1.0),  # E, e, @, V, 3
     "spread": (MouthShape(open=0.26, width=0.95, teeth=0.85, lower_teeth=0.2), 1.0),  # i, I
-    "round": (MouthShape(open=0.24, width=-1.0, teeth=0.05), 1.3),  # u, U, w
+    "round": (MouthShape(open=0.3, width=-1.0, teeth=0.05), 1.6),  # u, U, w
     "round_open": (MouthShape(open=0.5, width=-0.7, teeth=0.15), 1.2),  # O, o, 0
     "teeth": (MouthShape(open=0.14, width=0.45, teeth=1.0, lower_teeth=0.9), 0.8),  # s z S Z tS dZ: teeth together
     "tongue": (MouthShape(open=0.3, width=0.15, teeth=0.6), 0.5),  # t d n l T D

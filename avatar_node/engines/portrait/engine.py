@@ -37,7 +37,7 @@ from avatar_node.engines.portrait.motion import (
 from avatar_node.engines.portrait.mouth_interior import MouthInterior
 from avatar_node.engines.portrait.photo import decode_photo
 from avatar_node.engines.portrait.rig import HEAD_CONTROLS, HEAD_INDEX, LOCAL_CONTROLS, LOCAL_INDEX, FaceRig
-from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, level_db
+from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, clamp, level_db
 from avatar_node.engines.portrait.visemes import TimedPhoneme, blend_at
 from avatar_node.media.canvas import render_on_canvas
 
@@ -285,11 +285,11 @@ class PortraitStream(EngineStream):
 
         shape, level = self._mouth_target(cond, t)
         m_open, m_width, m_teeth, m_close, m_bite, m_lower = self._mouth.step(np.array(shape.as_tuple()), dt)
-        m_open, m_teeth, m_close = max(m_open, 0.0), float(np.clip(m_teeth, 0, 1)), float(np.clip(m_close, 0, 1))
-        m_bite, m_lower = float(np.clip(m_bite, 0, 1)), float(np.clip(m_lower, 0, 1))
-        m_width = float(np.clip(m_width, -1, 1))
+        m_open, m_teeth, m_close = max(m_open, 0.0), clamp(m_teeth, 0, 1), clamp(m_close, 0, 1)
+        m_bite, m_lower = clamp(m_bite, 0, 1), clamp(m_lower, 0, 1)
+        m_width = clamp(m_width, -1, 1)
         # Pressed lips win over any opening the neighbouring vowels ask for.
-        gap = m_open * MAX_OPEN * float(np.clip(1.0 - 1.7 * m_close, 0.0, 1.0))
+        gap = m_open * MAX_OPEN * clamp(1.0 - 1.7 * m_close, 0.0, 1.0)
         upper_lip = 0.015 * m_teeth * max(m_width, 0.0) + 0.03 * m_bite
         pucker = max(-m_width, 0.0) * 0.03
         lower_lip = 0.008 * m_bite
@@ -360,5 +360,5 @@ class PortraitStream(EngineStream):
         local[li["gaze_x"]], local[li["gaze_y"]] = float(gaze[0]), float(gaze[1])
 
         blink = self._blinker.closure(t, rate=1.0 + 0.3 * w_speak)
-        lower_teeth = m_lower * float(np.clip(gap / (0.5 * MAX_OPEN), 0.0, 1.0)) if gap > 0 else 0.0
+        lower_teeth = m_lower * clamp(gap / (0.5 * MAX_OPEN), 0.0, 1.0) if gap > 0 else 0.0
         return head_c, local, blink, m_teeth, max(lower_teeth, 0.0)

@@ -118,13 +118,17 @@ class MouthInterior:
         x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + 2, [w, h])
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        # A large mouth is drawn on a coarser grid and enlarged: its interior is smooth and
+        # its edges stay as soft, relative to its size, as a small mouth's.
+        stride = 1 if span < 70 else 2 if span < 160 else 3
+        ys = (y0 + np.arange(0, y1 - y0, stride, dtype=np.float32) + (stride - 1) / 2)[:, None]
+        xs = (x0 + np.arange(0, x1 - x0, stride, dtype=np.float32) + (stride - 1) / 2)[None, :]
         a = (xs - left[0]) * along[0] + (ys - left[1]) * along[1]
         b = (xs - left[0]) * down[0] + (ys - left[1]) * down[1]
         ua, ub = _monotonic((upper - left) @ along, span), (upper - left) @ down
         la, lb = _monotonic((lower - left) @ along, span), (lower - left) @ down
-        top = _interp(a, ua, ub)
-        bottom = _interp(a, la, lb)
+        top = np.interp(a, ua, ub).astype(np.float32)
+        bottom = np.interp(a, la, lb).astype(np.float32)
         gap = np.maximum(bottom - top, 0.0)
         d_up = b - top  # depth below the upper lip
         d_low = bottom - b  # height above the lower lip
@@ -149,7 +153,12 @@ class MouthInterior:
         # The lips shade the opening's rim.
         rim = np.exp(-np.minimum(d_up, d_low) / max(0.012 * unit, 0.8))
         colour *= (1.0 - 0.35 * rim)[..., None]
-        alpha = (inside * min(1.0, 0.45 + mouth.gap / 3.0))[..., None]
+        alpha = inside * min(1.0, 0.45 + mouth.gap / 3.0)
+        if stride > 1:
+            size = (x1 - x0, y1 - y0)
+            colour = cv2.resize(colour, size, interpolation=cv2.INTER_LINEAR)
+            alpha = cv2.resize(alpha.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+        alpha = alpha[..., None]
         roi = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = (roi * (1.0 - alpha) + colour * alpha + 0.5).astype(np.uint8)
 

@@ -46,6 +46,11 @@ class MouthShape:
         return (self.open, self.width, self.teeth, self.lip_close, self.lip_bite, self.lower_teeth)
 
 
+def clamp(x: float, lo: float, hi: float) -> float:
+    """A scalar limited to [lo, hi] (np.clip costs microseconds per call on scalars)."""
+    return lo if x < lo else hi if x > hi else float(x)
+
+
 def level_db(samples: np.ndarray) -> float:
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
     return 20.0 * np.log10(rms + 1e-6)
@@ -79,7 +84,7 @@ class SpeechAnalyser:
         # Peak follower: rises at once, falls ~6 dB per second.
         self._peak_db = max(db, self._peak_db - 6.0 * dt, -35.0)
         gate = max(self.SILENCE_DB, self._peak_db - self.RANGE_DB)
-        level = float(np.clip((db - gate) / max(self._peak_db - gate, 1.0), 0.0, 1.0))
+        level = clamp((db - gate) / max(self._peak_db - gate, 1.0), 0.0, 1.0)
         if level <= 0.0 or len(window) < 64:
             return MouthShape()
 
@@ -91,25 +96,25 @@ class SpeechAnalyser:
         f2c = float((power[_BANDS["f2"]] * _FREQS[_BANDS["f2"]]).sum() / bands["f2"])
         fric = bands["fric"] / total
         crossings = float(np.mean(np.abs(np.diff(np.signbit(window).astype(np.int8)))))
-        noisy = float(np.clip((fric - 0.2) / 0.35, 0, 1) * np.clip((crossings - 0.1) / 0.2, 0, 1))
+        noisy = float(clamp((fric - 0.2) / 0.35, 0, 1) * clamp((crossings - 0.1) / 0.2, 0, 1))
         f2_share = bands["f2"] / total
         murmur = float(
-            np.clip((bands["low"] / total - 0.6) / 0.15, 0, 1) * np.clip((0.16 - f2_share) / 0.08, 0, 1)
+            clamp((bands["low"] / total - 0.6) / 0.15, 0, 1) * clamp((0.16 - f2_share) / 0.08, 0, 1)
         ) * (1.0 - noisy)
 
-        vowel_open = 0.3 + 0.85 * float(np.clip((f1c - 320.0) / 420.0, 0, 1))
+        vowel_open = 0.3 + 0.85 * clamp((f1c - 320.0) / 420.0, 0, 1)
         openness = level**0.8 * min(vowel_open, 1.0) * (1.0 - 0.7 * noisy) * (1.0 - 0.8 * murmur)
-        spread = float(np.clip((f2c - 2000.0) / 400.0, 0, 1))
+        spread = clamp((f2c - 2000.0) / 400.0, 0, 1)
         # Rounded: close (u, w: low F1, F2 not high) or open-mid (o: mid F1, low F2).
-        close_round = np.clip((1950.0 - f2c) / 450.0, 0, 1) * np.clip((470.0 - f1c) / 120.0, 0, 1)
+        close_round = clamp((1950.0 - f2c) / 450.0, 0, 1) * clamp((470.0 - f1c) / 120.0, 0, 1)
         open_round = (
-            np.clip((1500.0 - f2c) / 300.0, 0, 1) * np.clip((720.0 - f1c) / 150.0, 0, 1)
-            * np.clip((f1c - 420.0) / 100.0, 0, 1)
+            clamp((1500.0 - f2c) / 300.0, 0, 1) * clamp((720.0 - f1c) / 150.0, 0, 1)
+            * clamp((f1c - 420.0) / 100.0, 0, 1)
         )
         rounded = float(max(close_round, open_round)) * (1.0 - noisy) * (1.0 - murmur)
-        width = float(np.clip(spread - rounded + 0.45 * noisy, -1, 1))
-        teeth = float(np.clip(0.3 + 0.7 * noisy + 0.35 * spread - 0.3 * rounded, 0, 1))
-        lower = float(np.clip(0.9 * noisy + 0.4 * (openness - 0.6) / 0.4, 0, 1))
+        width = clamp(spread - rounded + 0.45 * noisy, -1, 1)
+        teeth = clamp(0.3 + 0.7 * noisy + 0.35 * spread - 0.3 * rounded, 0, 1)
+        lower = clamp(0.9 * noisy + 0.4 * (openness - 0.6) / 0.4, 0, 1)
         return MouthShape(
             open=float(openness), width=width, teeth=teeth, lip_close=0.8 * murmur, lower_teeth=lower
         )

@@ -265,7 +265,7 @@ class PortraitStream(EngineStream):
             for k in stale:
                 del self._phonemes[k]
         speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
-        viseme = blend_at(self._phonemes.values(), t + 0.03) if self._phonemes else None
+        viseme = blend_at(self._phonemes.values(), t) if self._phonemes else None
         if viseme is not None and speaking:
             # Text-driven: the shape comes from the phonemes; the sound scales the opening
             # (quiet syllables open less), but never below half the viseme's opening.

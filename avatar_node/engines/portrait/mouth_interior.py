@@ -11,8 +11,8 @@ upper lip or above the lower lip), so it follows the lips whatever their shape:
 Every colour is derived from the photo itself (teeth from the whites of the eyes and
 the skin, cavity and tongue from the lips), so the photo's white balance is kept and a
 greyscale photo stays greyscale. When the photo's mouth is already open, its own pixels
-are reused instead: the part under the upper lip moves with the upper lip, the part
-above the lower lip with the lower lip, and only what the photo never showed is drawn.
+are reused instead: the part under the upper lip (its teeth) moves with the upper lip,
+and only what the photo never showed is drawn.
 """
 
 from __future__ import annotations
@@ -139,17 +139,17 @@ class MouthInterior:
         arch = np.sqrt(np.clip(1.0 - ((2.0 * u - 1.0) / 0.92) ** 2, 0.0, 1.0))
         colour = self._cavity(u, d_up, gap, arch)
         unit = self._unit
+        tooth_u = 0.085 * unit / span
+        if lower_teeth > 0.02:
+            low = lower_teeth * LOWER_TEETH * unit * arch
+            colour = _over(colour, self._teeth(u, d_low, low, arch, 0.6, tooth_u * 0.7), np.clip(low - d_low + 0.5, 0, 1))
         if self._photo is not None:
-            colour = self._photo.overlay(colour, u, d_up, d_low)
+            colour = self._photo.overlay(colour, u, d_up)
         else:
             tooth = teeth * UPPER_TEETH * unit * arch
-            tooth_u = 0.085 * unit / span
             colour = _over(
                 colour, self._teeth(u, d_up, tooth, arch, 1.0, tooth_u), np.clip((tooth - d_up) / 1.5 + 0.5, 0, 1)
             )
-            if lower_teeth > 0.02:
-                low = lower_teeth * LOWER_TEETH * unit * arch
-                colour = _over(colour, self._teeth(u, d_low, low, arch, 0.72, tooth_u * 0.7), np.clip(low - d_low + 0.5, 0, 1))
         # The lips shade the opening's rim.
         rim = np.exp(-np.minimum(d_up, d_low) / max(0.012 * unit, 0.8))
         colour *= (1.0 - 0.35 * rim)[..., None]
@@ -213,11 +213,10 @@ class MouthInterior:
 
 
 class _PhotoInterior:
-    """The photo's own open mouth, cut into a part that hangs from the upper lip and a
-    part that rests on the lower lip."""
+    """The photo's own open mouth: the part under the upper lip (the upper teeth, as a
+    rule) hangs from the upper lip; below it the interior is drawn."""
 
     UPPER_SHARE = 0.5
-    LOWER_SHARE = 0.15
 
     def __init__(self, canvas: np.ndarray, rig: FaceRig) -> None:
         verts = rig.vertices
@@ -243,19 +242,14 @@ class _PhotoInterior:
         self.gap = gap.astype(np.float32)  # per column, pixels
         self.cols = cols
 
-    def overlay(self, colour: np.ndarray, u: np.ndarray, d_up: np.ndarray, d_low: np.ndarray) -> np.ndarray:
+    def overlay(self, colour: np.ndarray, u: np.ndarray, d_up: np.ndarray) -> np.ndarray:
         col = (u * (self.cols - 1)).astype(np.float32)
-        gap = np.interp(col, np.arange(self.cols), self.gap).astype(np.float32)
-        split = gap * self.UPPER_SHARE
-        soft = 2.0  # pixels over which a layer fades into the cavity
-        upper_alpha = np.clip((split - d_up) / soft + 0.5, 0.0, 1.0) * (d_up >= -0.5)
+        split = np.interp(col, np.arange(self.cols), self.gap).astype(np.float32) * self.UPPER_SHARE
+        soft = 2.0  # pixels over which the photo's part fades into the drawn interior
+        alpha = np.clip((split - d_up) / soft + 0.5, 0.0, 1.0) * (d_up >= -0.5)
         upper = cv2.remap(self.texture, col, np.maximum(d_up, 0).astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
-        lower_alpha = np.clip((gap * self.LOWER_SHARE - d_low) / soft + 0.5, 0.0, 1.0) * (d_low >= -0.5)
-        lower = cv2.remap(self.texture, col, np.maximum(gap - d_low, 0).astype(np.float32), cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-        colour = _over(colour, lower, lower_alpha)
-        return _over(colour, upper, upper_alpha)
+        return _over(colour, upper, alpha)
 
 
 def _close_photo_mouth(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:

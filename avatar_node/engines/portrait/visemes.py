@@ -21,7 +21,7 @@ _VISEMES: dict[str, tuple[MouthShape, float]] = {
     "rest": (MouthShape(), 0.6),
     "closed": (MouthShape(lip_close=1.0), 4.0),  # m b p: lips pressed
     "bite": (MouthShape(open=0.12, width=0.1, teeth=1.0, lip_bite=1.0), 2.2),  # f v: teeth on the lower lip
-    "open": (MouthShape(open=1.0, width=0.15, teeth=0.55, lower_teeth=0.35), 1.0),  # a, aI, aU
+    "open": (MouthShape(open=1.0, width=0.15, teeth=0.55, lower_teeth=0.15), 1.0),  # a, aI, aU
     "mid": (MouthShape(open=0.55, width=0.35, teeth=0.6), 1.0),  # E, e, @, V, 3
     "spread": (MouthShape(open=0.26, width=0.95, teeth=0.85, lower_teeth=0.2), 1.0),  # i, I
     "round": (MouthShape(open=0.3, width=-1.0, teeth=0.05), 1.6),  # u, U, w
@@ -77,18 +77,28 @@ class TimedPhoneme:
     phoneme: str
 
 
+#: How far ahead of a frame's time its phonemes are read (seconds): what the mouth's
+#: springs lag plus half a frame (a frame is seen while its audio plays). Lips close for
+#: m/b/p and meet the teeth for f/v with less lead: the closure is the silent part of
+#: the phoneme itself.
+LEAD_S = 0.12
+_LEAD_BY_VISEME = {"closed": 0.05, "bite": 0.07}
+
+
 def blend_at(phonemes: Iterable[TimedPhoneme], t: float, spread_s: float = 0.05) -> MouthShape | None:
-    """The co-articulated mouth target at time t, or None if no phoneme is near."""
+    """The co-articulated mouth target for the frame shown at time t, or None if no
+    phoneme is near."""
     total = 0.0
     acc = [0.0] * len(MouthShape.FIELDS)
     for ph in phonemes:
-        if ph.end < t - 0.25 or ph.start > t + 0.25:
+        if ph.end < t - 0.25 or ph.start > t + 0.4:
             continue
         name = viseme_of(ph.phoneme)
         shape, dominance = _VISEMES[name]
-        # Distance from t to the phoneme's span (0 inside it). Lip closures and bites
-        # dominate inside their span but let go quickly outside it.
-        dist = max(ph.start - t, t - ph.end, 0.0)
+        # Distance from the (led) time to the phoneme's span (0 inside it). Lip closures
+        # and bites dominate inside their span but let go quickly outside it.
+        at = t + _LEAD_BY_VISEME.get(name, LEAD_S)
+        dist = max(ph.start - at, at - ph.end, 0.0)
         spread = spread_s * (0.6 if name in ("closed", "bite") else 1.0)
         weight = dominance * math.exp(-((dist / spread) ** 2))
         if weight < 1e-4:

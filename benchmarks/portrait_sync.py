@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from avatar_client import AsyncAvatarClient
+
 from avatar_node.engines.base import StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
 from avatar_node.engines.portrait.engine import canvas_rig
@@ -157,11 +157,14 @@ def main() -> None:
         photos += packaged_photos()
     print(f"voice {args.voice}; {W}x{H} at {FPS} fps; frames decoded from the node's H.264 stream")
     rows = []
+
+    async def run_all(target: str) -> list[list]:
+        return [await run_session(target, path.read_bytes(), args.voice) for path in photos]
+
     with start_background_node(NodeConfig(port=0)) as node:
-        for path in photos:
-            photo = path.read_bytes()
-            frames = asyncio.run(run_session(node.target, photo, args.voice))
-            rows.append(analyse(path.stem, photo, frames))
+        sessions = asyncio.run(run_all(node.target))
+    for path, frames in zip(photos, sessions):
+        rows.append(analyse(path.stem, path.read_bytes(), frames))
     if len(rows) > 1:
         keys = ("audio_r", "audio_lag", "text_r", "text_lag", "motion_ratio", "head_silence", "mouth_speech")
         means = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}

@@ -7,6 +7,7 @@ import numpy as np
 
 from avatar_node.engines.base import SPEECH_SAMPLE_RATE, StreamOptions
 from avatar_node.engines.portrait.drive import frame_conditions
+from avatar_node.engines.portrait.engine import canvas_rig
 from avatar_node.engines.portrait.evaluation import (
     eye_boxes,
     eye_openness,
@@ -14,7 +15,6 @@ from avatar_node.engines.portrait.evaluation import (
     mouth_box,
     region_change,
 )
-from avatar_node.engines.portrait.engine import canvas_rig
 
 from .conftest import OPTIONS, h264_round_trip
 

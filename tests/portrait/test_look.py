@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from avatar_node.engines.base import StreamOptions
-from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
+from avatar_node.engines.portrait.drive import frame_conditions
 from avatar_node.engines.portrait.evaluation import eye_openness, mouth_aperture, mouth_box
 from avatar_node.engines.portrait.framing import FACE_SHARE_RANGE
 

@@ -36,7 +36,7 @@ from avatar_node.engines.portrait.motion import (
 )
 from avatar_node.engines.portrait.mouth_interior import MouthInterior
 from avatar_node.engines.portrait.photo import decode_photo
-from avatar_node.engines.portrait.rig import HEAD_CONTROLS, HEAD_INDEX, LOCAL_CONTROLS, LOCAL_INDEX, FaceRig
+from avatar_node.engines.portrait.rig import HEAD_CONTROLS, LOCAL_CONTROLS, LOCAL_INDEX, FaceRig
 from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, clamp, level_db
 from avatar_node.engines.portrait.visemes import TimedPhoneme, blend_at
 from avatar_node.media.canvas import render_on_canvas
@@ -269,7 +269,7 @@ class PortraitStream(EngineStream):
         if viseme is not None and speaking:
             # Text-driven: the shape comes from the phonemes; the sound scales the opening
             # (quiet syllables open less), but never below half the viseme's opening.
-            scale = 0.55 + 0.45 * min(level / 0.6, 1.0) if level > 0 else 0.55
+            scale = 0.4 + 0.6 * min(level / 0.6, 1.0) if level > 0 else 0.4
             shaped = MouthShape(
                 viseme.open * scale, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite, viseme.lower_teeth
             )

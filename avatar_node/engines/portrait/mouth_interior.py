@@ -257,9 +257,9 @@ def _close_photo_mouth(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:
     mouth closed by the warp shows lips meeting, not squeezed teeth."""
     verts = rig.vertices
     poly = np.concatenate([verts[list(topo.LIPS_INNER_UPPER)], verts[list(topo.LIPS_INNER_LOWER)][::-1]])
-    mask = np.zeros(canvas.shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    outline = np.zeros(canvas.shape[:2], np.uint8)
+    cv2.fillPoly(outline, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
+    mask = cv2.dilate(outline, np.ones((3, 3), np.uint8))
     x0, y0, x1, y1 = rig.mouth_box(0.1)
     h, w = canvas.shape[:2]
     x0, y0, x1, y1 = max(x0 - 4, 0), max(y0 - 4, 0), min(x1 + 4, w), min(y1 + 4, h)

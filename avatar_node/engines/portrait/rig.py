@@ -311,7 +311,7 @@ class FaceRig:
         if slide is not None:
             slide(src)
         # Fixed-point maps (what remap uses inside anyway) make the big remap cheaper.
-        map_xy, map_frac = cv2.convertMaps(src, None, cv2.CV_16SC2)
+        map_xy, map_frac = cv2.convertMaps(src, None, cv2.CV_16SC2)  # type: ignore[call-overload]
         out[y0:y1, x0:x1] = cv2.remap(canvas, map_xy, map_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
     def mouth_frame(self, offsets: np.ndarray) -> MouthFrame:
@@ -360,10 +360,11 @@ def _invert(fwd: np.ndarray, samples: np.ndarray, step: int, steep: tuple[slice,
     """Backward field of a forward displacement field (both in canvas pixels) by
     fixed-point steps, back(p) = fwd(p - back(p)): one over the whole grid, two more
     where the field is steep."""
-    back = cv2.remap(fwd, samples - fwd / step, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # (OpenCV's type stubs lack the one-map form of remap used here.)
+    back = cv2.remap(fwd, samples - fwd / step, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
     where = samples[steep]
     for _ in range(2):
-        back[steep] = cv2.remap(
+        back[steep] = cv2.remap(  # type: ignore[call-overload]
             fwd, where - back[steep] / step, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
     return back

@@ -102,7 +102,7 @@ class SpeechAnalyser:
             clamp((bands["low"] / total - 0.6) / 0.15, 0, 1) * clamp((0.16 - f2_share) / 0.08, 0, 1)
         ) * (1.0 - noisy)
 
-        vowel_open = 0.3 + 0.85 * clamp((f1c - 320.0) / 420.0, 0, 1)
+        vowel_open = 0.45 + 0.7 * clamp((f1c - 320.0) / 420.0, 0, 1)
         openness = level**0.8 * min(vowel_open, 1.0) * (1.0 - 0.7 * noisy) * (1.0 - 0.8 * murmur)
         spread = clamp((f2c - 2000.0) / 400.0, 0, 1)
         # Rounded: close (u, w: low F1, F2 not high) or open-mid (o: mid F1, low F2).

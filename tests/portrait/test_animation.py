@@ -74,6 +74,12 @@ def test_mouth_aperture_on_decoded_frames_follows_the_speech(engine, identity, s
     r = float(np.corrcoef(aperture, envelope)[0, 1])
     print(f"mouth aperture vs speech envelope (audio-driven, H.264 decoded): r = {r:.2f}")
     assert r > 0.6
+    # In sync: the best match of the mouth to the sound is at a shift of 0 +- 1 frame.
+    shifts = range(-4, 5)
+    scores = [np.corrcoef(aperture[max(s, 0) : n + min(s, 0)], envelope[max(-s, 0) : n - max(s, 0)])[0, 1] for s in shifts]
+    lag = list(shifts)[int(np.argmax(scores))]
+    print(f"best lag of the mouth after the sound: {lag:+d} frames")
+    assert abs(lag) <= 1
     loud = envelope > np.percentile(envelope, 70)
     quiet = envelope < 1e-3
     assert aperture[loud].mean() > 3 * max(aperture[quiet].mean(), 0.5)

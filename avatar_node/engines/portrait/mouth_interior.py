@@ -26,7 +26,10 @@ from avatar_node.engines.portrait import topology as topo
 from avatar_node.engines.portrait.rig import FaceRig, MouthFrame
 
 #: Above this inner-lip gap (face units) the photo's own mouth interior is reused.
-PHOTO_OPEN_GAP = 0.035
+PHOTO_OPEN_GAP = 0.06
+#: Above this gap the photo's interior is filled in where the warp moves the lips, so a
+#: closed mouth does not show squeezed teeth.
+PHOTO_PARTED_GAP = 0.012
 #: Longest visible upper-teeth strip, in face units.
 UPPER_TEETH = 0.085
 LOWER_TEETH = 0.045
@@ -70,7 +73,7 @@ def photo_colours(canvas: np.ndarray, rig: FaceRig) -> MouthColours:
     weights = np.array([0.299, 0.587, 0.114], np.float32)
     white_luma = float(white @ weights)
     skin_luma = float(skin @ weights)
-    luma = float(np.clip(max(white_luma * 0.92, skin_luma * 1.25), 0.0, 228.0))
+    luma = float(np.clip(max(white_luma * 0.92, skin_luma * 1.35), 0.0, 228.0))
     teeth = luma + 0.3 * (white - white_luma)
     return MouthColours(
         teeth=teeth.astype(np.float32),
@@ -92,6 +95,7 @@ class MouthInterior:
         self.warp_source = canvas
         if rig.neutral_gap() > PHOTO_OPEN_GAP:
             self._photo = _PhotoInterior(canvas, rig)
+        if rig.neutral_gap() > PHOTO_PARTED_GAP:
             self.warp_source = _close_photo_mouth(canvas, rig)
 
     @property
@@ -151,7 +155,7 @@ class MouthInterior:
                 colour, self._teeth(u, d_up, tooth, arch, 1.0, tooth_u), np.clip((tooth - d_up) / 1.5 + 0.5, 0, 1)
             )
         # The lips shade the opening's rim.
-        rim = np.exp(-np.minimum(d_up, d_low) / max(0.012 * unit, 0.8))
+        rim = np.exp(-np.maximum(np.minimum(d_up, d_low), 0.0) / max(0.012 * unit, 0.8))
         colour *= (1.0 - 0.35 * rim)[..., None]
         alpha = inside * min(1.0, 0.45 + mouth.gap / 3.0)
         if stride > 1:
@@ -160,7 +164,7 @@ class MouthInterior:
             alpha = cv2.resize(alpha.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
         alpha = alpha[..., None]
         roi = frame[y0:y1, x0:x1].astype(np.float32)
-        frame[y0:y1, x0:x1] = (roi * (1.0 - alpha) + colour * alpha + 0.5).astype(np.uint8)
+        frame[y0:y1, x0:x1] = np.clip(roi * (1.0 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
 
     def _paint_seam(self, frame: np.ndarray, line: np.ndarray, strength: float) -> None:
         """The dark line where closed lips meet."""
@@ -259,7 +263,8 @@ def _close_photo_mouth(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:
     poly = np.concatenate([verts[list(topo.LIPS_INNER_UPPER)], verts[list(topo.LIPS_INNER_LOWER)][::-1]])
     outline = np.zeros(canvas.shape[:2], np.uint8)
     cv2.fillPoly(outline, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
-    mask = cv2.dilate(outline, np.ones((3, 3), np.uint8))
+    grow = max(3, int(round(0.03 * rig.unit)) | 1)  # the landmarks may sit inside the teeth
+    mask = cv2.dilate(outline, np.ones((grow, grow), np.uint8))
     x0, y0, x1, y1 = rig.mouth_box(0.1)
     h, w = canvas.shape[:2]
     x0, y0, x1, y1 = max(x0 - 4, 0), max(y0 - 4, 0), min(x1 + 4, w), min(y1 + 4, h)

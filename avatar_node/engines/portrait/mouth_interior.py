@@ -136,7 +136,16 @@ class MouthInterior:
         gap = np.maximum(bottom - top, 0.0)
         d_up = b - top  # depth below the upper lip
         d_low = bottom - b  # height above the lower lip
-        inside = np.clip(np.minimum(d_up, d_low) / 1.5 + 0.5, 0.0, 1.0) * ((a > 0) & (a < span))
+        # The opening is the lips' inner outline, filled with anti-aliased edges (the
+        # depth coordinates above only shade it: near a corner of a turned face they are
+        # not exact).
+        outline = np.concatenate([upper, lower[::-1]])
+        local = ((outline - [x0, y0]) - (stride - 1) / 2) / stride
+        mask = np.zeros(a.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(local * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        inside = mask.astype(np.float32) / 255.0
+        d_up = np.maximum(d_up, 0.0)
+        d_low = np.maximum(d_low, 0.0)
         if not inside.any():
             return
         u = np.clip(a / span, 0.0, 1.0)

@@ -148,7 +148,10 @@ class FaceRig:
         uv = self._face_coords(mesh)
         u, v = uv[:, 0], uv[:, 1]
         ids = np.arange(len(mesh))
-        mouth_half = max(float(abs(self._face_coords(mesh[[topo.MOUTH_RIGHT_CORNER]])[0, 0])), 0.15)
+        # Half the mouth's width on each side of its centre (they differ on a turned face),
+        # per vertex: the side the vertex is on.
+        corners_u = self._face_coords(mesh[[topo.MOUTH_LEFT_CORNER, topo.MOUTH_RIGHT_CORNER]])[:, 0]
+        mouth_half = np.where(u < 0, max(abs(float(corners_u[0])), 0.12), max(abs(float(corners_u[1])), 0.12))
         inner_upper = list(topo.LIPS_INNER_UPPER[1:-1])
         inner_lower = list(topo.LIPS_INNER_LOWER[1:-1])
         outer_upper = list(topo.LIPS_OUTER_UPPER[1:-1])
@@ -172,12 +175,14 @@ class FaceRig:
         below = 1 / (1 + np.exp(-(v - 0.03) / 0.03))
         jaw = 0.85 * below * side
         # Along the lips the opening tapers to the corners (a lens, not a slot).
-        along = np.clip(1.0 - (u / mouth_half) ** 2, 0.0, 1.0) ** 0.7
-        jaw[lower_lip] = 0.35 + 0.5 * along[lower_lip]
-        jaw[upper_lip] = -0.15 * along[upper_lip]
-        jaw[corners] = 0.3
+        # Both lips move as the corners do near the corners, so the gap closes there.
+        along = np.clip(1.0 - (u / mouth_half) ** 2, 0.0, 1.0)
+        corner_drop = 0.3
+        jaw[lower_lip] = corner_drop + (0.85 - corner_drop) * along[lower_lip]
+        jaw[upper_lip] = corner_drop - (corner_drop + 0.15) * along[upper_lip]
+        jaw[corners] = corner_drop
         cheek = (v > -0.35) & (v < 0.03) & not_lips
-        jaw[cheek] += 0.15 * np.exp(-((np.abs(u[cheek]) - mouth_half) / 0.25) ** 2)
+        jaw[cheek] += 0.15 * np.exp(-((np.abs(u[cheek]) - mouth_half[cheek]) / 0.25) ** 2)
         put("jaw", jaw, ey)
 
         # Upper lip up; the skin above it follows part way, fading towards the nose.

@@ -46,9 +46,11 @@ class MouthColours:
 def photo_colours(canvas: np.ndarray, rig: FaceRig) -> MouthColours:
     """Colours for the mouth interior, sampled from the photo on the canvas."""
     verts = rig.vertices
+    # A third of the way in from the outer contour: on the lip even where the inner
+    # contour of a smiling photo lies on the teeth.
     lip_points = np.concatenate([
-        (verts[list(topo.LIPS_OUTER_UPPER[2:-2])] + verts[list(topo.LIPS_INNER_UPPER[2:-2])]) / 2,
-        (verts[list(topo.LIPS_OUTER_LOWER[2:-2])] + verts[list(topo.LIPS_INNER_LOWER[2:-2])]) / 2,
+        (2 * verts[list(topo.LIPS_OUTER_UPPER[2:-2])] + verts[list(topo.LIPS_INNER_UPPER[2:-2])]) / 3,
+        (2 * verts[list(topo.LIPS_OUTER_LOWER[2:-2])] + verts[list(topo.LIPS_INNER_LOWER[2:-2])]) / 3,
     ])
     lip = np.median(_sample(canvas, lip_points), axis=0)
     cheeks = verts[[50, 280, 101, 330, 205, 425]]
@@ -77,8 +79,8 @@ def photo_colours(canvas: np.ndarray, rig: FaceRig) -> MouthColours:
     teeth = luma + 0.3 * (white - white_luma)
     return MouthColours(
         teeth=teeth.astype(np.float32),
-        cavity=(lip * 0.34).astype(np.float32),
-        tongue=(lip * 0.72).astype(np.float32),
+        cavity=(_saturate(lip, 1.6) * 0.42).astype(np.float32),
+        tongue=(_saturate(lip, 1.3) * 0.72).astype(np.float32),
         lip=lip.astype(np.float32),
     )
 
@@ -165,7 +167,7 @@ class MouthInterior:
             )
         # The lips shade the opening's rim.
         rim = np.exp(-np.maximum(np.minimum(d_up, d_low), 0.0) / max(0.012 * unit, 0.8))
-        colour *= (1.0 - 0.35 * rim)[..., None]
+        colour *= (1.0 - 0.25 * rim)[..., None]
         alpha = inside * min(1.0, 0.45 + mouth.gap / 3.0)
         if stride > 1:
             size = (x1 - x0, y1 - y0)
@@ -198,11 +200,11 @@ class MouthInterior:
         c = self.colours
         t = np.clip(d_up / np.maximum(gap, 1e-3), 0.0, 1.0)
         # Darkest at the back of the throat (centre) and in the corners' folds.
-        shade = 0.6 + 0.4 * np.abs(t - 0.45) / 0.55
+        shade = 0.72 + 0.28 * np.abs(t - 0.45) / 0.55
         colour = c.cavity[None, None, :] * (shade * (0.6 + 0.4 * arch))[..., None]
         # The tongue lies low in an open mouth, its top dipping towards the sides.
-        open_enough = np.clip((gap - 0.07 * self._unit) / (0.06 * self._unit), 0.0, 1.0)
-        tongue_top = 0.62 + 0.3 * (1.0 - arch)
+        open_enough = np.clip((gap - 0.05 * self._unit) / (0.05 * self._unit), 0.0, 1.0)
+        tongue_top = 0.55 + 0.3 * (1.0 - arch)
         tongue = np.clip((t - tongue_top) * gap / 1.5, 0.0, 1.0) * open_enough * arch
         lit = 0.75 + 0.25 * np.clip(1.0 - (t - tongue_top) / 0.3, 0.0, 1.0)
         tongue_colour = c.tongue[None, None, :] * lit[..., None]
@@ -287,6 +289,13 @@ def _close_photo_mouth(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:
 def _over(base: np.ndarray, top: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha[..., None].astype(np.float32)
     return base * (1.0 - a) + top * a
+
+
+def _saturate(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """A colour with its distance from grey scaled (a grey stays grey): the inside of a
+    mouth is a deeper red than the lips' surface."""
+    grey = float(rgb @ np.array([0.299, 0.587, 0.114], np.float32))
+    return np.clip(grey + factor * (rgb - grey), 0.0, 255.0)
 
 
 def _monotonic(a: np.ndarray, span: float) -> np.ndarray:

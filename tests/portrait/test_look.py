@@ -310,3 +310,20 @@ def _neutral(engine, identity, options):
     from avatar_node.engines.portrait.engine import canvas_rig
 
     return canvas_rig(identity.data, options)
+
+
+def test_fit_into_canvas_fills_bars_from_the_picture_without_a_seam(sample_rgb) -> None:
+    # The node letterboxes frames of another size with this; the sample (360x320) becomes
+    # 540x480 in the middle of 848x480.
+    from avatar_node.media.canvas import fit_into_canvas
+
+    canvas, placement = fit_into_canvas(sample_rgb, 848, 480)
+    x0 = int(placement.offset_x)
+    x1 = x0 + placement.width
+    assert canvas.shape == (480, 848, 3) and 100 < x0 < 200
+    steps = np.abs(np.diff(canvas.astype(np.float32), axis=1)).mean(axis=(0, 2))
+    inside = np.percentile(steps[x0 + 5 : x1 - 5], 90)
+    assert steps[x0 - 2 : x0 + 1].max() <= inside and steps[x1 - 2 : x1 + 1].max() <= inside
+    # The bars continue the picture's colours (not black, not a copy of the picture).
+    assert abs(float(canvas[:, x0 - 1].mean()) - float(canvas[:, x0].mean())) < 3
+    assert canvas[:, : x0 - 40].std(axis=1).mean() < canvas[:, x0:x1].std(axis=1).mean()

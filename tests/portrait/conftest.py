@@ -48,6 +48,21 @@ def sentence() -> tuple[SpeechClip, np.ndarray]:
     return clip, resample_to_speech_rate(clip.samples, clip.sample_rate)
 
 
+@pytest.fixture(scope="session")
+def tts_clip_factory():
+    """Synthesise a sentence once per text: (clip, samples at 16 kHz)."""
+    cache: dict[str, tuple[SpeechClip, np.ndarray]] = {}
+    with SpeechSynthesizer() as tts:
+
+        def make(text: str) -> tuple[SpeechClip, np.ndarray]:
+            if text not in cache:
+                clip = tts.synthesize(text)
+                cache[text] = (clip, resample_to_speech_rate(clip.samples, clip.sample_rate))
+            return cache[text]
+
+        yield make
+
+
 def to_jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="JPEG", quality=quality)

@@ -7,6 +7,7 @@ import numpy as np
 
 from avatar_node.engines.base import SPEECH_SAMPLE_RATE, StreamOptions
 from avatar_node.engines.portrait.drive import frame_conditions
+from avatar_node.engines.portrait.engine import canvas_rig
 from avatar_node.engines.portrait.evaluation import (
     eye_boxes,
     eye_openness,
@@ -14,7 +15,6 @@ from avatar_node.engines.portrait.evaluation import (
     mouth_box,
     region_change,
 )
-from avatar_node.media.canvas import fit_into_canvas
 
 from .conftest import OPTIONS, h264_round_trip
 
@@ -53,7 +53,7 @@ def test_frames_are_canvas_sized_rgb_and_deterministic(engine, identity, sentenc
 def test_background_far_from_the_face_never_moves(engine, identity, sentence, sample_rgb) -> None:
     _, speech = sentence
     frames = render(engine, identity, 60, speech=speech, behaviours={5: ["nod"], 20: ["shake"]})
-    canvas, _ = fit_into_canvas(sample_rgb, 848, 480)
+    canvas, _ = canvas_rig(identity.data, OPTIONS)
     x0, _, x1, _ = mouth_box(identity, OPTIONS)
     face_w = x1 - x0
     left, right = max(0, x0 - 3 * face_w), min(848, x1 + 3 * face_w)
@@ -74,6 +74,12 @@ def test_mouth_aperture_on_decoded_frames_follows_the_speech(engine, identity, s
     r = float(np.corrcoef(aperture, envelope)[0, 1])
     print(f"mouth aperture vs speech envelope (audio-driven, H.264 decoded): r = {r:.2f}")
     assert r > 0.6
+    # In sync: the best match of the mouth to the sound is at a shift of 0 +- 1 frame.
+    shifts = range(-4, 5)
+    scores = [np.corrcoef(aperture[max(s, 0) : n + min(s, 0)], envelope[max(-s, 0) : n - max(s, 0)])[0, 1] for s in shifts]
+    lag = list(shifts)[int(np.argmax(scores))]
+    print(f"best lag of the mouth after the sound: {lag:+d} frames")
+    assert abs(lag) <= 1
     loud = envelope > np.percentile(envelope, 70)
     quiet = envelope < 1e-3
     assert aperture[loud].mean() > 3 * max(aperture[quiet].mean(), 0.5)

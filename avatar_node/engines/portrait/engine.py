@@ -19,8 +19,10 @@ from avatar_node.engines.base import (
     Identity,
     StreamOptions,
 )
+from avatar_node.engines.portrait import topology as topo
 from avatar_node.engines.portrait.detection import FaceDetector
-from avatar_node.engines.portrait.eyelids import EyelidPainter
+from avatar_node.engines.portrait.eyelids import EyeLids
+from avatar_node.engines.portrait.framing import frame_placement
 from avatar_node.engines.portrait.landmarks import FaceMesh, face_mesh_from_detection
 from avatar_node.engines.portrait.models import FaceModels
 from avatar_node.engines.portrait.motion import (
@@ -32,12 +34,12 @@ from avatar_node.engines.portrait.motion import (
     nod_curve,
     shake_curve,
 )
-from avatar_node.engines.portrait.mouth_interior import paint_mouth
+from avatar_node.engines.portrait.mouth_interior import MouthInterior
 from avatar_node.engines.portrait.photo import decode_photo
-from avatar_node.engines.portrait.rig import CONTROL_INDEX, CONTROLS, FaceRig
-from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, level_db
+from avatar_node.engines.portrait.rig import HEAD_CONTROLS, LOCAL_CONTROLS, LOCAL_INDEX, FaceRig
+from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, clamp, level_db
 from avatar_node.engines.portrait.visemes import TimedPhoneme, blend_at
-from avatar_node.media.canvas import fit_into_canvas
+from avatar_node.media.canvas import render_on_canvas
 
 ENGINE_NAME = "portrait"
 #: Faces whose mesh presence is below this are detector false positives.
@@ -129,10 +131,21 @@ class PortraitEngine(Engine):
 
 
 def canvas_rig(data: PortraitIdentityData, options: StreamOptions) -> tuple[np.ndarray, FaceRig]:
-    """The photo fitted into the output canvas, and the face rig in canvas pixels."""
-    canvas, placement = fit_into_canvas(np.asarray(data.image), options.width, options.height)
+    """The photo placed on the output canvas (as `options.framing` asks), and the face
+    rig in canvas pixels."""
+    image = np.asarray(data.image)
+    x0, y0 = data.points[:, :2].min(0)
+    x1, y1 = data.points[:, :2].max(0)
+    placement = frame_placement(
+        (image.shape[1], image.shape[0]),
+        (float(x0), float(y0), float(x1), float(y1)),
+        (options.width, options.height),
+        options.framing,
+    )
+    canvas = render_on_canvas(image, placement, options.width, options.height)
     s = placement.scale
-    offset = np.array([placement.offset_x, placement.offset_y], np.float64)
+    # Photo pixel index -> canvas pixel index (pixel centres map onto pixel centres).
+    offset = np.array([placement.offset_x, placement.offset_y], np.float64) + 0.5 * s - 0.5
     points = data.points.astype(np.float64).copy()
     points[:, :2] = points[:, :2] * s + offset
     points[:, 2] *= s
@@ -142,13 +155,17 @@ def canvas_rig(data: PortraitIdentityData, options: StreamOptions) -> tuple[np.n
     return canvas, FaceRig(points, irises, (options.width, options.height))
 
 
-# Mouth spring channels: open, width, teeth, lip_close, lip_bite.
-_MOUTH_OMEGA = np.array([30.0, 20.0, 18.0, 40.0, 32.0])
+# Mouth spring channels, in MouthShape order: open, width, teeth, lip_close, lip_bite, lower_teeth.
+_MOUTH_OMEGA = np.array([32.0, 28.0, 20.0, 42.0, 34.0, 20.0])
 # Head channels: yaw, pitch, roll (radians), shift_x, shift_y (face units).
-_HEAD_SIGMA = np.array([0.030, 0.020, 0.018, 0.010, 0.006])
+_HEAD_SIGMA = np.array([0.030, 0.020, 0.016, 0.010, 0.006])
 _HEAD_TAU = np.array([1.7, 1.2, 2.4, 2.0, 1.5])
+#: Head motion relative to _HEAD_SIGMA when idle, speaking and listening.
+_HEAD_ACTIVITY_IDLE = 0.4
+_HEAD_ACTIVITY_SPEAKING = 1.25
+_HEAD_ACTIVITY_LISTENING = 0.5
 #: Widest inner-lip gap (an open "a"), in face units (F = outer eye-corner distance).
-MAX_OPEN = 0.24
+MAX_OPEN = 0.22
 
 
 class PortraitStream(EngineStream):
@@ -160,18 +177,19 @@ class PortraitStream(EngineStream):
         self._dt = self._frame_s  # time since the previous step
         self._last_index = -1
         self._canvas, self.rig = canvas_rig(data, options)
-        self._eyelids = EyelidPainter(self._canvas, self.rig)
+        self._lids = EyeLids(self.rig)
+        self._interior = MouthInterior(self._canvas, self.rig)
+        self._canvas = self._interior.warp_source
         self._neutral_gap = self.rig.neutral_gap()
         self._rng = np.random.default_rng(options.seed)
         self._analyser = SpeechAnalyser()
         self._phonemes: dict[tuple[int, str], TimedPhoneme] = {}
-        self._mouth = Spring(5, _MOUTH_OMEGA)
+        self._mouth = Spring(len(MouthShape.FIELDS), _MOUTH_OMEGA)
         self._state = Spring(2, 7.0)  # speaking, listening weights
         self._listen_env = 0.0
-        self._listen_quiet_since = 0.0
         self._next_listen_nod = 2.0
         self._head_noise = OrnsteinUhlenbeck(self._rng, 5, _HEAD_SIGMA, _HEAD_TAU)
-        self._head = Spring(5, 9.0)
+        self._head = Spring(5, 8.0)
         self._gaze = Spring(2, 45.0)
         self._gaze_target = np.zeros(2)
         self._next_saccade = float(self._rng.uniform(0.5, 2.0))
@@ -179,6 +197,7 @@ class PortraitStream(EngineStream):
         self._gestures: list[tuple[str, Gesture]] = []
         self._prev_level = 0.0
         self._emphasis = Spring(1, 12.0)
+        self._last_offsets = np.zeros_like(self.rig.vertices)
 
     # -- the contract --------------------------------------------------------------------
 
@@ -190,13 +209,24 @@ class PortraitStream(EngineStream):
         self._last_index = cond.frame_index
         for name in cond.behaviours:
             self._start_behaviour(name, t)
-        controls, teeth = self._controls(cond, t)
-        offsets = self.rig.vertex_offsets(controls)
+        head, local, blink, teeth, lower_teeth = self._controls(cond, t)
         frame = self._canvas.copy()
-        self.rig.warp(self._canvas, frame, controls)
-        paint_mouth(frame, self.rig.mouth_frame(offsets, teeth), self.rig.unit)
-        self._eyelids.paint(frame, offsets, float(controls[CONTROL_INDEX["blink_right"]]))
+        self.rig.warp(self._canvas, frame, head, local, self._lids.slider(blink))
+        offsets = self.rig.vertex_offsets(head, local)
+        self._last_offsets = offsets
+        self._interior.paint(frame, self.rig.mouth_frame(offsets), teeth, lower_teeth)
         return [frame]
+
+    def lip_contours(self) -> dict[str, np.ndarray]:
+        """Where the lips were in the last frame (canvas pixels, corner to corner): for
+        measurements that need to know where to look in the pixels."""
+        verts = self.rig.vertices + self._last_offsets
+        return {
+            "outer_upper": verts[list(topo.LIPS_OUTER_UPPER)],
+            "inner_upper": verts[list(topo.LIPS_INNER_UPPER)],
+            "inner_lower": verts[list(topo.LIPS_INNER_LOWER)],
+            "outer_lower": verts[list(topo.LIPS_OUTER_LOWER)],
+        }
 
     def reset_speech(self) -> None:
         self._analyser.reset()
@@ -223,7 +253,7 @@ class PortraitStream(EngineStream):
         half = max(frame_samples // 2, 256)
         speech = np.asarray(cond.speech, dtype=np.float32)
         window = speech[max(0, centre - half) : centre + half]
-        audio = self._analyser.analyse(window)
+        audio = self._analyser.analyse(window, self._dt)
         level = audio.open
 
         for ev in cond.phonemes:
@@ -235,30 +265,41 @@ class PortraitStream(EngineStream):
             for k in stale:
                 del self._phonemes[k]
         speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
-        viseme = blend_at(self._phonemes.values(), t + 0.03) if self._phonemes else None
+        viseme = blend_at(self._phonemes.values(), t) if self._phonemes else None
         if viseme is not None and speaking:
             # Text-driven: the shape comes from the phonemes; the sound scales the opening
             # (quiet syllables open less), but never below half the viseme's opening.
-            scale = 0.55 + 0.45 * min(level / 0.6, 1.0) if level > 0 else 0.55
-            return (
-                MouthShape(viseme.open * scale, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite),
-                level,
+            scale = 0.4 + 0.6 * min(level / 0.6, 1.0) if level > 0 else 0.4
+            shaped = MouthShape(
+                viseme.open * scale, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite, viseme.lower_teeth
             )
+            return shaped, level
         return audio, level
 
-    def _controls(self, cond: Conditioning, t: float) -> tuple[np.ndarray, float]:
+    def _controls(self, cond: Conditioning, t: float) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+        """Head and local control vectors, eyelid closure, and teeth shown (upper, lower)."""
         dt = self._dt
-        c = np.zeros(len(CONTROLS))
-        idx = CONTROL_INDEX
+        head_c = np.zeros(len(HEAD_CONTROLS))
+        local = np.zeros(len(LOCAL_CONTROLS))
+        li = LOCAL_INDEX
 
         shape, level = self._mouth_target(cond, t)
-        target = np.array([shape.open, shape.width, shape.teeth, shape.lip_close, shape.lip_bite])
-        m_open, m_width, m_teeth, m_close, m_bite = self._mouth.step(target, dt)
+        m_open, m_width, m_teeth, m_close, m_bite, m_lower = self._mouth.step(np.array(shape.as_tuple()), dt)
+        m_open, m_teeth, m_close = max(m_open, 0.0), clamp(m_teeth, 0, 1), clamp(m_close, 0, 1)
+        m_bite, m_lower = clamp(m_bite, 0, 1), clamp(m_lower, 0, 1)
+        m_width = clamp(m_width, -1, 1)
         # Pressed lips win over any opening the neighbouring vowels ask for.
-        m_open = max(m_open, 0.0) * float(np.clip(1.0 - 1.7 * m_close, 0.0, 1.0))
-        c[idx["jaw"]] = m_open * MAX_OPEN - self._neutral_gap
-        c[idx["width"]] = np.clip(m_width, -1, 1) * (0.05 if m_width > 0 else 0.07)
-        c[idx["lip_funnel"]] = max(-m_width, 0.0) * 0.02
+        gap = m_open * MAX_OPEN * clamp(1.0 - 1.7 * m_close, 0.0, 1.0)
+        upper_lip = 0.015 * m_teeth * max(m_width, 0.0) + 0.03 * m_bite
+        pucker = max(-m_width, 0.0) * 0.03
+        lower_lip = 0.008 * m_bite
+        local[li["upper_lip"]] = upper_lip
+        local[li["lower_lip"]] = lower_lip
+        local[li["pucker"]] = pucker
+        local[li["width"]] = m_width * (0.05 if m_width > 0 else 0.12)
+        local[li["press"]] = 0.018 * m_close
+        # The jaw makes up the rest of the wanted inner-lip gap (never below touching lips).
+        local[li["jaw"]] = max(gap, 0.0) - self._neutral_gap - upper_lip - 0.5 * pucker + 1.1 * lower_lip
 
         # States: speaking, listening (the user talks and we do not), idle.
         speaking = float(bool(cond.speaking[0])) if len(cond.speaking) else 0.0
@@ -266,29 +307,30 @@ class PortraitStream(EngineStream):
         heard = level_db(listen) > -45.0 if len(listen) else False
         # Listening envelope: on at once, off ~1 s after the user stops.
         self._listen_env = 1.0 if heard else max(0.0, self._listen_env - dt / 1.0)
-        if heard:
-            self._listen_quiet_since = t
         listening = self._listen_env * (1.0 - speaking)
         w_speak, w_listen = self._state.step(np.array([speaking, listening]), dt)
+        w_idle = max(0.0, 1.0 - w_speak - w_listen)
 
-        # Head: slow noise, livelier when speaking and calmer when listening, plus a
+        # Head: slow noise, livelier when speaking, calm when idle or listening, plus a
         # small dip of the chin on stressed syllables.
-        activity = 1.0 + 0.4 * w_speak - 0.4 * w_listen
-        noise = self._head_noise.step(dt, activity)
+        activity = (
+            _HEAD_ACTIVITY_IDLE * w_idle + _HEAD_ACTIVITY_SPEAKING * w_speak + _HEAD_ACTIVITY_LISTENING * w_listen
+        )
+        noise = self._head_noise.step(dt, 1.0)
         rise = max(level - self._prev_level, 0.0)
         self._prev_level = level
         emphasis = self._emphasis.step(np.array([rise * w_speak]), dt)[0]
-        head_target = noise.copy()
+        head_target = noise * activity
         head_target[1] += 0.05 * emphasis
         # Listening posture: a slight tilt and chin lowered, facing the speaker.
-        head_target += w_listen * np.array([0.0, 0.025, 0.035, 0.0, 0.004])
+        head_target += w_listen * np.array([0.0, 0.03, 0.045, 0.0, 0.004])
         head = self._head.step(head_target, dt).copy()
 
-        smile = 0.012 * w_listen
-        brows = 0.01 * emphasis
+        smile = 0.02 * w_listen
+        brows = 0.01 * emphasis + 0.012 * w_listen
         if w_listen > 0.5 and t >= self._next_listen_nod:
             self._gestures.append(("nod", Gesture(t, 0.8)))
-            self._next_listen_nod = t + float(self._rng.gamma(3.0, 1.3))
+            self._next_listen_nod = t + float(self._rng.gamma(3.0, 1.1))
         elif w_listen <= 0.5:
             self._next_listen_nod = max(self._next_listen_nod, t + 1.0)
         for name, gesture in list(self._gestures):
@@ -305,10 +347,9 @@ class PortraitStream(EngineStream):
                 smile += 0.05 * bump_curve(p)
             elif name == "raise_eyebrows":
                 brows += 0.05 * bump_curve(p)
-        for k, name in enumerate(("yaw", "pitch", "roll", "shift_x", "shift_y")):
-            c[idx[name]] = head[k]
-        c[idx["smile"]] = smile
-        c[idx["brows"]] = brows
+        head_c[:] = head
+        local[li["smile"]] = smile
+        local[li["brows"]] = brows
 
         # Gaze: saccades to a new point every 0.6-3 s; near the camera when listening.
         if t >= self._next_saccade:
@@ -316,9 +357,8 @@ class PortraitStream(EngineStream):
             self._gaze_target = self._rng.normal(0, [0.35, 0.18]) * spread
             self._next_saccade = t + float(self._rng.uniform(0.6, 3.0))
         gaze = self._gaze.step(self._gaze_target, dt)
-        c[idx["gaze_x"]], c[idx["gaze_y"]] = float(gaze[0]), float(gaze[1])
+        local[li["gaze_x"]], local[li["gaze_y"]] = float(gaze[0]), float(gaze[1])
 
         blink = self._blinker.closure(t, rate=1.0 + 0.3 * w_speak)
-        c[idx["blink_right"]] = c[idx["blink_left"]] = blink
-        return c, float(np.clip(m_teeth, 0, 1))
-
+        lower_teeth = m_lower * clamp(gap / (0.5 * MAX_OPEN), 0.0, 1.0) if gap > 0 else 0.0
+        return head_c, local, blink, m_teeth, max(lower_teeth, 0.0)

@@ -1,14 +1,19 @@
-"""Closing eyelids: the warp pulls the upper lid down; this paints the lid over the eye.
+"""Blinks as a lid movement: the upper lid slides down over a still eyeball.
 
-A warp alone squashes the iris and lashes into a dark line that still reads as an open
-eye on small faces. So as the lids close, the eye opening is covered with the lid's own
-skin colour (sampled once, just above the upper lid) and a soft lash line is drawn
-where the lids meet.
+Nothing is painted. In each eye's neighbourhood the warp's source positions are moved
+along the face's vertical axis, column by column:
+- the eyeball between the lids stays where it is, so the iris is covered from the top
+  as the lid comes down and is wholly hidden when the lids meet;
+- the upper lid's skin (from above the crease down to its lash line) is stretched down
+  to the lid's new edge, the lashes travelling with it;
+- the lower lid rises a little, its skin compressed upwards.
+At the eye corners the lids meet already, so the movement fades to nothing there.
 """
 
 from __future__ import annotations
 
-import cv2
+from typing import Callable
+
 import numpy as np
 
 from avatar_node.engines.portrait import topology as topo
@@ -18,49 +23,78 @@ _EYES = (
     (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
     (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER),
 )
+#: How far the lower lid rises when closed, as a share of the opening.
+LOWER_LID_RISE = 0.15
 
 
-class EyelidPainter:
-    def __init__(self, canvas: np.ndarray, rig: FaceRig) -> None:
+class EyeLids:
+    def __init__(self, rig: FaceRig) -> None:
         self._rig = rig
-        up = rig.axes[1] * -1.0
-        self._lid_colours = []
-        h, w = canvas.shape[:2]
-        for upper, _ in _EYES:
-            pts = rig.vertices[list(upper[1:-1])] + up * rig.unit * 0.07
-            xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
-            ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
-            self._lid_colours.append(np.median(canvas[ys, xs].astype(np.float32), axis=0))
+        self._ex, self._ey = rig.axes
+        self._pad = int(np.ceil(0.15 * rig.unit)) + 2
 
-    def paint(self, frame: np.ndarray, offsets: np.ndarray, closure: float) -> None:
-        """Cover the eye openings in `frame` in proportion to `closure` (0 open .. 1 shut)."""
-        if closure < 0.25:
-            return
-        strength = min((closure - 0.25) / 0.6, 1.0)
+    def slider(self, closure: float) -> Callable[[np.ndarray], None] | None:
+        """A function that edits source positions (the rig's `slide` hook) to close the
+        lids by `closure` (0 open .. 1 shut), or None when the eyes are open.
+
+        It works on the photo's side of the warp: a source position on the lid or the
+        eyeball is moved to what a closing lid would show there. (Near the eyes the other
+        shapes only slide the iris, which stays under the lid either way.)"""
+        if closure <= 1e-3:
+            return None
+        closure = min(closure, 1.0)
         verts = self._rig.vertices
-        for (upper, lower), lid in zip(_EYES, self._lid_colours):
-            up = verts[list(upper)] + offsets[list(upper)]
-            lo = verts[list(lower)] + offsets[list(lower)]
-            poly = np.concatenate([up, lo[::-1]])
-            pad = 3
-            x0, y0 = np.floor(poly.min(0)).astype(int) - pad
-            x1, y1 = np.ceil(poly.max(0)).astype(int) + pad
-            fh, fw = frame.shape[:2]
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
-            if x1 - x0 < 3 or y1 - y0 < 2:
-                continue
-            shift = 4
-            local = np.round((poly - [x0, y0]) * (1 << shift)).astype(np.int32)
-            mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(mask, [local], 255, cv2.LINE_AA, shift)
-            mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
-            alpha = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0 * strength
-            roi = frame[y0:y1, x0:x1].astype(np.float32)
-            painted = roi * (1 - alpha) + lid * alpha
-            # The lash line: where the lids meet (the lower contour of the closed eye).
-            lash = np.zeros_like(mask)
-            line = np.round((lo - [x0, y0]) * (1 << shift)).astype(np.int32)
-            cv2.polylines(lash, [line], False, 255, 1, cv2.LINE_AA, shift)
-            lash_a = lash.astype(np.float32)[..., None] / 255.0 * 0.55 * strength
-            painted = painted * (1 - lash_a) + (lid * 0.35) * lash_a
-            frame[y0:y1, x0:x1] = (painted + 0.5).astype(np.uint8)
+        x0, y0 = self._rig.roi[:2]
+        unit = self._rig.unit
+        pad = self._pad
+        ex, ey = self._ex, self._ey
+
+        def slide(src: np.ndarray) -> None:
+            h, w = src.shape[:2]
+            for upper, lower in _EYES:
+                up, lo = verts[list(upper)], verts[list(lower)]
+                centre = (up[0] + up[-1]) / 2
+                ua, ub = (up - centre) @ ex, (up - centre) @ ey
+                la, lb = (lo - centre) @ ex, (lo - centre) @ ey
+                opening = float(np.max(lb - ub))
+                if opening < 0.5:
+                    continue
+                reach_up = opening + 0.06 * unit
+                reach_down = 0.7 * opening + 0.03 * unit
+                corners = np.concatenate([up, lo])
+                bx0, by0 = np.floor(corners.min(0) - [0, reach_up]).astype(int) - pad - [x0, y0]
+                bx1, by1 = np.ceil(corners.max(0) + [0, reach_down]).astype(int) + pad - [x0, y0]
+                bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, w), min(by1, h)
+                if bx1 <= bx0 or by1 <= by0:
+                    continue
+                q = src[by0:by1, bx0:bx1]
+                rel = q - centre.astype(np.float32)
+                a = rel @ ex.astype(np.float32)
+                b = rel @ ey.astype(np.float32)
+                order_u, order_l = np.argsort(ua), np.argsort(la)
+                top_lid = np.interp(a, ua[order_u], ub[order_u])
+                bottom_lid = np.interp(a, la[order_l], lb[order_l])
+                gap = np.maximum(bottom_lid - top_lid, 0.0)
+                new_bottom = bottom_lid - LOWER_LID_RISE * closure * gap
+                new_top = top_lid + closure * (new_bottom - top_lid)
+                # The sources of the lids' edges sit a little outside the landmark contours,
+                # so no white of the eye or iris is dragged along with a lid.
+                edge = top_lid - closure * (0.15 * gap + 0.7 * np.minimum(gap, 1.0))
+                lower_edge = bottom_lid + closure * (0.15 * gap + 0.5 * np.minimum(gap, 1.0))
+                crease = top_lid - gap - 0.06 * unit
+                floor = bottom_lid + 0.7 * gap + 0.03 * unit
+                # The lash line keeps its thickness and travels with the lid's edge; the
+                # skin between the crease and the lashes is what stretches.
+                lash = closure * (0.2 * gap + 0.5 * np.minimum(gap, 1.0))
+                source = b.copy()
+                over_lid = (b >= crease) & (b < new_top - lash)
+                k = (edge - lash - crease) / np.maximum(new_top - lash - crease, 1e-3)
+                source = np.where(over_lid, crease + (b - crease) * k, source)
+                on_lashes = (b >= new_top - lash) & (b < new_top)
+                source = np.where(on_lashes, edge + (b - new_top), source)
+                under_lid = (b > new_bottom) & (b <= floor)
+                k2 = (floor - lower_edge) / np.maximum(floor - new_bottom, 1e-3)
+                source = np.where(under_lid, floor + (b - floor) * k2, source)
+                q += ((source - b)[..., None] * ey.astype(np.float32)).astype(np.float32)
+
+        return slide

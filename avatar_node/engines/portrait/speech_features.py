@@ -21,10 +21,10 @@ from avatar_node.engines.base import SPEECH_SAMPLE_RATE
 _FFT = 512
 _FREQS = np.fft.rfftfreq(_FFT, 1.0 / SPEECH_SAMPLE_RATE)
 _BANDS = {
-    "f1_low": (_FREQS >= 150) & (_FREQS < 600),
-    "f1_high": (_FREQS >= 600) & (_FREQS < 1200),
-    "f2": (_FREQS >= 1500) & (_FREQS < 3200),
-    "fric": (_FREQS >= 3500) & (_FREQS < 7800),
+    "low": (_FREQS >= 80) & (_FREQS < 350),  # voicing and the nasal murmur
+    "f1": (_FREQS >= 250) & (_FREQS < 1100),  # first formant range
+    "f2": (_FREQS >= 900) & (_FREQS < 3000),  # second formant range
+    "fric": (_FREQS >= 3500) & (_FREQS < 7800),  # frication
 }
 _WINDOW = np.hanning(_FFT).astype(np.float32)
 
@@ -35,9 +35,20 @@ class MouthShape:
 
     open: float = 0.0
     width: float = 0.0
-    teeth: float = 0.0
+    teeth: float = 0.0  # how much of the upper teeth shows
     lip_close: float = 0.0  # lips pressed (m, b, p)
     lip_bite: float = 0.0  # lower lip under the upper teeth (f, v)
+    lower_teeth: float = 0.0  # how much of the lower teeth shows
+
+    FIELDS = ("open", "width", "teeth", "lip_close", "lip_bite", "lower_teeth")
+
+    def as_tuple(self) -> tuple[float, float, float, float, float, float]:
+        return (self.open, self.width, self.teeth, self.lip_close, self.lip_bite, self.lower_teeth)
+
+
+def clamp(x: float, lo: float, hi: float) -> float:
+    """A scalar limited to [lo, hi] (np.clip costs microseconds per call on scalars)."""
+    return lo if x < lo else hi if x > hi else float(x)
 
 
 def level_db(samples: np.ndarray) -> float:
@@ -46,7 +57,16 @@ def level_db(samples: np.ndarray) -> float:
 
 
 class SpeechAnalyser:
-    """Per-frame mouth targets from the speech window; keeps the level normaliser's state."""
+    """Per-frame mouth targets from the speech window; keeps the level normaliser's state.
+
+    Shape from the spectrum: the first formant's centre (energy-weighted frequency in
+    250-1100 Hz) says how open the vowel is; the second's (900-3000 Hz) whether the lips
+    spread (high, i/e) or round (low, u/o/w); frication (energy above 3.5 kHz with many
+    zero crossings) brings the teeth together; a murmur with most energy below 350 Hz
+    and little in the second formant's range (m, n) closes the lips. The thresholds were
+    set from per-phoneme averages of synthesised speech (two voices) and checked on
+    voices they were not set on (benchmarks/portrait_sync.py).
+    """
 
     #: Below this level (dBFS) speech counts as silence, whatever the normaliser says.
     SILENCE_DB = -50.0
@@ -59,29 +79,42 @@ class SpeechAnalyser:
     def reset(self) -> None:
         self._peak_db = -20.0
 
-    def analyse(self, window: np.ndarray) -> MouthShape:
+    def analyse(self, window: np.ndarray, dt: float = 0.04) -> MouthShape:
         db = level_db(window)
-        # Peak follower: rises at once, falls ~6 dB per second (at 25 frames/s).
-        self._peak_db = max(db, self._peak_db - 0.25, -35.0)
+        # Peak follower: rises at once, falls ~6 dB per second.
+        self._peak_db = max(db, self._peak_db - 6.0 * dt, -35.0)
         gate = max(self.SILENCE_DB, self._peak_db - self.RANGE_DB)
-        level = float(np.clip((db - gate) / max(self._peak_db - gate, 1.0), 0.0, 1.0))
+        level = clamp((db - gate) / max(self._peak_db - gate, 1.0), 0.0, 1.0)
         if level <= 0.0 or len(window) < 64:
             return MouthShape()
 
         frame = window[-_FFT:] if len(window) >= _FFT else np.pad(window, (0, _FFT - len(window)))
         power = np.abs(np.fft.rfft(frame * _WINDOW[: len(frame)])) ** 2 + 1e-12
         bands = {name: float(power[sel].sum()) for name, sel in _BANDS.items()}
-        total = sum(bands.values())
-        f1_high = bands["f1_high"] / total
-        f2 = bands["f2"] / total
+        total = float(power[(_FREQS >= 80) & (_FREQS < 7800)].sum())
+        f1c = float((power[_BANDS["f1"]] * _FREQS[_BANDS["f1"]]).sum() / bands["f1"])
+        f2c = float((power[_BANDS["f2"]] * _FREQS[_BANDS["f2"]]).sum() / bands["f2"])
         fric = bands["fric"] / total
         crossings = float(np.mean(np.abs(np.diff(np.signbit(window).astype(np.int8)))))
-        noisy = float(np.clip((fric - 0.25) / 0.35, 0, 1) * np.clip((crossings - 0.12) / 0.2, 0, 1))
+        noisy = float(clamp((fric - 0.2) / 0.35, 0, 1) * clamp((crossings - 0.1) / 0.2, 0, 1))
+        f2_share = bands["f2"] / total
+        murmur = float(
+            clamp((bands["low"] / total - 0.6) / 0.15, 0, 1) * clamp((0.16 - f2_share) / 0.08, 0, 1)
+        ) * (1.0 - noisy)
 
-        vowel_open = 0.35 + 0.9 * f1_high  # 'a' opens more than 'i' or 'u' at equal loudness
-        openness = level ** 0.8 * min(vowel_open, 1.0) * (1.0 - 0.75 * noisy)
-        spread = np.clip((f2 - 0.12) / 0.25, 0, 1)
-        rounded = np.clip((bands["f1_low"] / total - 0.55) / 0.3, 0, 1) * (1 - spread)
-        width = float(np.clip(spread - rounded, -1, 1)) * (1 - noisy)
-        teeth = float(np.clip(0.3 + 0.7 * noisy + 0.4 * spread, 0, 1))
-        return MouthShape(open=float(openness), width=width, teeth=teeth)
+        vowel_open = 0.45 + 0.7 * clamp((f1c - 320.0) / 420.0, 0, 1)
+        openness = level**0.8 * min(vowel_open, 1.0) * (1.0 - 0.7 * noisy) * (1.0 - 0.8 * murmur)
+        spread = clamp((f2c - 2000.0) / 400.0, 0, 1)
+        # Rounded: close (u, w: low F1, F2 not high) or open-mid (o: mid F1, low F2).
+        close_round = clamp((1950.0 - f2c) / 450.0, 0, 1) * clamp((470.0 - f1c) / 120.0, 0, 1)
+        open_round = (
+            clamp((1500.0 - f2c) / 300.0, 0, 1) * clamp((720.0 - f1c) / 150.0, 0, 1)
+            * clamp((f1c - 420.0) / 100.0, 0, 1)
+        )
+        rounded = float(max(close_round, open_round)) * (1.0 - noisy) * (1.0 - murmur)
+        width = clamp(spread - rounded + 0.45 * noisy, -1, 1)
+        teeth = clamp(0.3 + 0.7 * noisy + 0.35 * spread - 0.3 * rounded, 0, 1)
+        lower = clamp(0.9 * noisy + 0.4 * (openness - 0.6) / 0.4, 0, 1)
+        return MouthShape(
+            open=float(openness), width=width, teeth=teeth, lip_close=0.8 * murmur, lower_teeth=lower
+        )

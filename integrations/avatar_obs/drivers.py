@@ -1,0 +1,211 @@
+"""What makes the avatar speak: the host's microphone (or another device, or a file played as one).
+
+Capture runs on a thread through FFmpeg's input devices (ALSA/PulseAudio on Linux,
+AVFoundation on macOS, DirectShow on Windows), so no extra audio library is needed. A simple
+voice gate turns the continuous signal into turns: speech opens a turn (with a little audio
+from just before, so first syllables are not clipped), and a pause closes it, so the avatar
+returns to its idle look between sentences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Iterator, Protocol
+
+import av
+import numpy as np
+
+from .errors import NodeUnavailable
+
+log = logging.getLogger(__name__)
+
+CAPTURE_RATE = 48_000
+CHUNK_S = 0.02
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """An FFmpeg input: a device of some input format, or a file."""
+
+    url: str
+    format: str | None  # None for files
+    realtime: bool  # a file must be paced to behave like a microphone
+
+    def describe(self) -> str:
+        return f"{self.format} device {self.url!r}" if self.format else f"file {self.url} (played as a microphone)"
+
+
+def default_microphone() -> AudioInput:
+    if sys.platform == "darwin":
+        return AudioInput(":0", "avfoundation", realtime=False)
+    if sys.platform == "win32":
+        raise ValueError('on Windows name the device: --mic "dshow:audio=Microphone (Your Device)"')
+    return AudioInput("default", "alsa", realtime=False)
+
+
+def parse_audio_input(spec: str | None) -> AudioInput:
+    """`None`/"" = the default microphone; "FORMAT:DEVICE" = an FFmpeg input device; else a file."""
+    if not spec:
+        return default_microphone()
+    path = Path(spec)
+    if path.exists():
+        return AudioInput(str(path), None, realtime=True)
+    fmt, sep, device = spec.partition(":")
+    if sep and fmt in av.formats_available:
+        return AudioInput(device, fmt, realtime=False)
+    if sep and fmt in ("pulse", "alsa", "dshow", "avfoundation", "jack", "oss", "sndio", "openal"):
+        raise ValueError(
+            f"this FFmpeg build has no {fmt!r} input; on Linux use alsa (PulseAudio and PipeWire "
+            "answer as the ALSA 'default' device)"
+        )
+    raise ValueError(f"--mic {spec!r} is neither an audio file nor FORMAT:DEVICE (e.g. alsa:default)")
+
+
+def capture(source: AudioInput, stop: threading.Event) -> Iterator[np.ndarray]:
+    """Mono int16 chunks at CAPTURE_RATE, as they arrive (files: paced at 1x), until `stop`."""
+    try:
+        container = av.open(source.url, format=source.format, timeout=5.0)
+    except (av.error.FFmpegError, OSError) as error:
+        raise OSError(f"cannot open the {source.describe()}: {getattr(error, 'strerror', None) or error}") from None
+    chunk = round(CAPTURE_RATE * CHUNK_S)
+    with container:
+        if not container.streams.audio:
+            raise OSError(f"the {source.describe()} has no audio")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=CAPTURE_RATE)
+        started = time.monotonic()
+        sent = 0
+        pending = np.zeros(0, np.int16)
+        for frame in container.decode(container.streams.audio[0]):
+            if stop.is_set():
+                return
+            for out in resampler.resample(frame):
+                pending = np.concatenate([pending, out.to_ndarray().reshape(-1)])
+            while pending.size >= chunk:
+                piece, pending = pending[:chunk], pending[chunk:]
+                if source.realtime:  # a file: wait until this chunk would have been heard
+                    delay = started + sent / CAPTURE_RATE - time.monotonic()
+                    if delay > 0:
+                        if stop.wait(delay):
+                            return
+                sent += piece.size
+                yield piece
+
+
+class SpeechSink(Protocol):
+    async def send_audio(self, pcm: np.ndarray, sample_rate: int, end_of_turn: bool = False) -> None: ...
+
+    async def end_turn(self) -> None: ...
+
+
+@dataclass
+class VoiceGate:
+    """Opens on speech, closes after `hang_s` of quiet; keeps `preroll_s` of audio before it opened."""
+
+    threshold_dbfs: float = -45.0
+    hang_s: float = 0.6
+    preroll_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.open = False
+        self._quiet_s = 0.0
+        self._preroll: collections.deque[np.ndarray] = collections.deque()
+
+    def feed(self, chunk: np.ndarray) -> tuple[list[np.ndarray], bool]:
+        """(chunks to send now, whether the turn ends after them)."""
+        seconds = chunk.size / CAPTURE_RATE
+        loud = level_dbfs(chunk) >= self.threshold_dbfs
+        if not self.open:
+            self._preroll.append(chunk)
+            while sum(c.size for c in self._preroll) / CAPTURE_RATE > self.preroll_s + seconds:
+                self._preroll.popleft()
+            if not loud:
+                return [], False
+            self.open, self._quiet_s = True, 0.0
+            out = list(self._preroll)
+            self._preroll.clear()
+            return out, False
+        self._quiet_s = 0.0 if loud else self._quiet_s + seconds
+        if self._quiet_s >= self.hang_s:
+            self.open = False
+            return [chunk], True
+        return [chunk], False
+
+
+def level_dbfs(chunk: np.ndarray) -> float:
+    if chunk.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(chunk.astype(np.float64))))) / 32768.0
+    return 20 * np.log10(max(rms, 1e-6))
+
+
+class MicrophoneDriver:
+    """Feeds a capture into a `SpeechSink` through a `VoiceGate` until cancelled or the input ends."""
+
+    def __init__(
+        self,
+        source: AudioInput,
+        sink: SpeechSink,
+        gate: VoiceGate | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.gate = gate or VoiceGate()
+        self._on_error = on_error or (lambda message: log.warning("%s", message))
+        self.turns = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[np.ndarray | BaseException | None] = asyncio.Queue(maxsize=250)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in capture(self.source, stop):
+                    loop.call_soon_threadsafe(_put_latest, chunks, chunk)
+            except BaseException as error:  # reported on the event loop
+                loop.call_soon_threadsafe(_put_latest, chunks, error)
+                return
+            loop.call_soon_threadsafe(_put_latest, chunks, None)
+
+        reader = threading.Thread(target=produce, name="avatar-obs-mic", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = await chunks.get()
+                if item is None:
+                    if self.gate.open:
+                        await _quietly(self.sink.end_turn(), self._on_error)
+                    log.info("the %s ended", self.source.describe())
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                send, ends = self.gate.feed(item)
+                for piece in send:
+                    await _quietly(self.sink.send_audio(piece, CAPTURE_RATE), self._on_error)
+                if ends:
+                    self.turns += 1
+                    await _quietly(self.sink.end_turn(), self._on_error)
+        finally:
+            stop.set()  # the reader thread ends at its next chunk (or when the device closes)
+
+
+def _put_latest(queue: "asyncio.Queue[np.ndarray | BaseException | None]", item: np.ndarray | BaseException | None) -> None:
+    if queue.full():  # the loop is far behind: old microphone audio is worthless
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
+async def _quietly(call: Awaitable[None], on_error: Callable[[str], None]) -> None:
+    """Speech sent while the node is away is lost, not fatal: the host keeps talking."""
+    try:
+        await call
+    except NodeUnavailable as error:
+        on_error(str(error))

@@ -1,0 +1,172 @@
+"""The published stream itself, read back from UDP: what OBS (or anyone) receives."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import av
+import numpy as np
+import pytest
+
+from .conftest import decode_stream, free_port, voiced, write_wav
+
+FPS = 25
+SIZE = "320x240"
+
+
+def frames_published(output: str) -> int:
+    return int(re.search(r"stopped: (\d+) frames published", output).group(1))  # type: ignore[union-attr]
+
+
+def speech_runs(audio: np.ndarray, rate: int, window_s: float = 0.05, floor: float = 0.02) -> list[tuple[float, float]]:
+    """(start, end) in seconds of the stretches where the audio is loud."""
+    hop = round(rate * window_s)
+    levels = np.array([np.sqrt(np.mean(audio[i : i + hop] ** 2)) for i in range(0, len(audio) - hop, hop)])
+    loud = levels > floor * (np.abs(audio).max() or 1.0) * 4
+    runs, start = [], None
+    for i, on in enumerate(loud):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            if i - start >= 3:
+                runs.append((start * window_s, i * window_s))
+            start = None
+    if start is not None:
+        runs.append((start * window_s, len(loud) * window_s))
+    merged: list[tuple[float, float]] = []
+    for run in runs:  # syllable dips inside one utterance are not pauses
+        if merged and run[0] - merged[-1][1] < 0.4:
+            merged[-1] = (merged[-1][0], run[1])
+        else:
+            merged.append(run)
+    return merged
+
+
+def test_udp_stream_has_constant_frame_rate_regular_keyframes_and_the_speech(node, start, udp_capture):
+    capture = udp_capture()
+    command = start(
+        "--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE,
+        "--say", "Hello everyone, welcome to the stream.", "--duration", "9",
+    )
+    command.wait_for(r"turn finished", timeout=30)
+    joined_at = time.monotonic()
+    assert command.finish() == 0, command.output
+    sent = frames_published(command.output)
+    stream = decode_stream(capture.bytes_since())
+
+    assert stream.codecs == ("h264", "aac")
+    # Every frame arrived and decodes; timestamps step exactly one frame: constant frame rate.
+    assert len(stream.video_pts) == sent, command.output
+    steps = np.diff(stream.video_pts)
+    assert np.allclose(steps, 1 / FPS, atol=1e-3), sorted(set(np.round(steps, 4)))
+    # A keyframe at least every second, so a player joining at any moment shows a picture in 1 s.
+    gaps = np.diff([stream.video_pts[0], *stream.keyframes, stream.video_pts[-1]])
+    assert gaps.max() <= 1.0 + 1e-3, gaps
+    assert stream.images[0].std() > 20  # a picture from the very first frame (the photo), not black
+    # The audio covers the video, without holes, and carries the speech.
+    audio_s = len(stream.audio) / stream.audio_rate
+    video_s = len(stream.video_pts) / FPS
+    assert abs(audio_s - video_s) < 0.1, (audio_s, video_s)
+    turn_s = int(re.search(r"turn finished \((\d+) ms\)", command.output).group(1)) / 1000  # type: ignore[union-attr]
+    runs = speech_runs(stream.audio, stream.audio_rate)
+    assert runs and abs((runs[-1][1] - runs[0][0]) - turn_s) < 0.5, (runs, turn_s)
+    quiet = stream.audio[round((runs[-1][1] + 0.3) * stream.audio_rate) :]
+    assert quiet.size and np.abs(quiet).max() < 0.01  # idle after the turn is silence
+
+    # Joining later: a decoder starting on a stream cut mid-way shows a picture within a second.
+    late = capture.bytes_since(joined_at - 3.0)
+    container = av.open(io.BytesIO(late), format="mpegts")
+    first_packet = first_picture = None
+    with container:
+        for packet in container.demux(video=0):
+            if packet.pts is None:
+                continue
+            t = float(packet.pts * packet.time_base)
+            first_packet = t if first_packet is None else first_packet
+            try:
+                if packet.decode():
+                    first_picture = t
+                    break
+            except av.error.InvalidDataError:
+                continue
+    assert first_packet is not None and first_picture is not None
+    assert first_picture - first_packet <= 1.0 + 1e-3
+
+
+def test_node_unreachable_keeps_the_stream_alive_and_reconnects(start, udp_capture):
+    server = pytest.importorskip("avatar_node.server")
+    capture = udp_capture()
+    port = free_port()
+    command = start(
+        "--target", f"127.0.0.1:{port}", "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE,
+        "--say", "I am back.",
+    )
+    command.wait_for(rf"cannot start a session on the node at 127\.0\.0\.1:{port}.*retrying", timeout=20)
+    time.sleep(2.0)
+    assert capture.received > 20_000  # still frames (the photo) go out while the node is away
+
+    node = server.start_background_node(server.NodeConfig(host="127.0.0.1", port=port, max_sessions=2))
+    try:
+        command.wait_for(r"is back; the avatar is live again", timeout=30)
+        command.wait_for(r"turn finished", timeout=30)
+        mark = len(command.lines)
+    finally:
+        node.stop(grace_s=0.5)
+    command.wait_for(r"ended the session|lost the node|no frames from", timeout=20, start=mark)
+    before = capture.received
+    time.sleep(2.0)
+    assert capture.received > before + 20_000  # the node is gone again, the stream is not
+    assert command.process.poll() is None
+    assert command.stop() == 0, command.output
+    assert "Traceback" not in command.output
+
+    stream = decode_stream(capture.bytes_since(), keep_images=False)
+    steps = np.diff(stream.video_pts)
+    # One unbroken timeline through both outages: never backwards, never a hole.
+    assert np.allclose(steps, 1 / FPS, atol=1e-3), sorted(set(np.round(steps, 4)))
+    assert len(speech_runs(stream.audio, stream.audio_rate)) == 1
+
+
+def test_a_file_played_as_the_microphone_drives_the_avatar(node, start, udp_capture, tmp_path):
+    rate = 48_000
+    pause = np.zeros(round(1.5 * rate), np.int16)
+    speech = np.concatenate([pause[: rate // 2], voiced(1.5), pause, voiced(1.5, pitch_hz=190), pause])
+    wav = write_wav(tmp_path / "host.wav", speech, rate)
+    capture = udp_capture()
+    command = start("--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE, "--mic", str(wav))
+    command.wait_for(r"listening to the file")
+    first = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30)
+    second = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30, start=command.lines.index(first.string) + 1)
+    command.wait_for(r"the file .* ended", timeout=30)
+    assert command.stop() == 0, command.output
+    # Two utterances with a pause between: two turns, each about as long as what was said.
+    for turn in (first, second):
+        assert 1400 <= int(turn.group(1)) <= 2600, command.output
+    stream = decode_stream(capture.bytes_since(), keep_images=False)
+    runs = speech_runs(stream.audio, stream.audio_rate)
+    assert len(runs) == 2, runs
+    assert all(1.2 < end - begin < 2.0 for begin, end in runs), runs
+    assert 1.2 < runs[1][0] - runs[0][1] < 2.0, runs
+
+
+def test_rtmp_publishes_h264_and_aac_of_the_right_duration(node, start, nginx):
+    command = start(
+        "--target", node.target, "--rtmp", nginx.url("readback"), "--size", SIZE,
+        "--say", "Recording through the relay.", "--duration", "6",
+    )
+    assert command.finish() == 0, command.output
+    sent = frames_published(command.output)
+    time.sleep(0.5)  # nginx closes the recording when the publisher leaves
+    records = sorted(nginx.records.glob("readback*.flv"))
+    assert len(records) == 1, records
+    stream = decode_stream(records[0].read_bytes(), fmt="flv", keep_images=False)
+    assert stream.codecs == ("h264", "aac")
+    assert len(stream.video_pts) == sent, command.output
+    assert np.allclose(np.diff(stream.video_pts), 1 / FPS, atol=1.5e-3)  # FLV keeps milliseconds
+    video_s = sent / FPS
+    audio_s = len(stream.audio) / stream.audio_rate
+    assert abs(audio_s - video_s) < 0.1, (audio_s, video_s)
+    assert abs(stream.video_pts[-1] - stream.video_pts[0] + 1 / FPS - video_s) < 0.01
+    assert len(speech_runs(stream.audio, stream.audio_rate)) >= 1

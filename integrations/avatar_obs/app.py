@@ -16,7 +16,7 @@ import numpy as np
 from avatar_client import Notice, TurnEvent, TurnKind, read_audio_file
 
 from .control import ControlError, ControlServer
-from .drivers import AudioInput, MicrophoneDriver, VoiceGate
+from .drivers import AudioCapture, AudioInput, MicrophoneDriver, VoiceGate
 from .errors import NodeUnavailable, SetupError
 from .feed import FeedFormat, SessionRequest, node_opener
 from .health import FeedWatchdog
@@ -67,6 +67,8 @@ class AvatarObs:
         self.obs: ObsLink | None = None
         self.watchdog: FeedWatchdog | None = None
         self.control: ControlServer | None = None
+        self.capture: AudioCapture | None = None
+        self._mic_started = False
         self.last_turn: dict[str, Any] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -91,6 +93,8 @@ class AvatarObs:
             try:
                 if config.obs is not None:
                     await self._setup_obs()
+                if config.mic is not None:  # a wrong device fails now, before anything starts
+                    self.capture = await asyncio.to_thread(AudioCapture, config.mic)
                 if config.control_port is not None:
                     self.control = ControlServer(self, config.control_host, config.control_port)
                     try:
@@ -134,19 +138,19 @@ class AvatarObs:
             describe_node=describe_node,
         )
         loop = asyncio.get_running_loop()
-        self.publisher = StreamPublisher(
-            config.destination,
-            self.format,
-            pictures=self.pictures,
-            on_connected=lambda count: loop.call_soon_threadsafe(self._on_publisher_connected, count),
-        )
+
+        def connected(count: int) -> None:  # on the publisher thread
+            loop.call_soon_threadsafe(self._on_publisher_connected, count)
+
+        self.publisher = StreamPublisher(config.destination, self.format, pictures=self.pictures, on_connected=connected)
         self.publisher.start()
         log.info(
             "publishing %s: %dx%d at %g fps, a keyframe every %.1f s",
             config.destination.describe(), self.format.width, self.format.height, self.format.fps,
             config.request.keyframe_seconds,
         )
-        self._tasks.append(asyncio.create_task(self._pump(), name="avatar-obs-pump"))
+        pump = asyncio.create_task(self._pump(), name="avatar-obs-pump")
+        self._tasks.append(pump)
         if self.obs is not None and config.repair in ("both", "watchdog") and config.watchdog_interval_s > 0:
             self.watchdog = FeedWatchdog(
                 self.obs.look, self.obs.reapply, self.pictures, interval_s=config.watchdog_interval_s,
@@ -155,9 +159,10 @@ class AvatarObs:
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="avatar-obs-watchdog"))
         if config.say or config.speak:
             self._tasks.append(asyncio.create_task(self._say_at_start(), name="avatar-obs-say"))
-        if config.mic is not None:
-            driver = MicrophoneDriver(config.mic, self.timeline, config.gate, on_error=self._warn_once)
-            log.info("listening to the %s", config.mic.describe())
+        if self.capture is not None:
+            self._mic_started = True
+            driver = MicrophoneDriver(self.capture, self.timeline, config.gate, on_error=self._warn_once)
+            log.info("listening to the %s", self.capture.source.describe())
             self._tasks.append(asyncio.create_task(driver.run(), name="avatar-obs-mic"))
         stopper = asyncio.create_task(self._stop.wait())
         waiting: set[asyncio.Future[Any]] = {stopper, *self._tasks}
@@ -172,7 +177,7 @@ class AvatarObs:
                     error = task.exception()
                     if error is not None:
                         raise error
-                    if task.get_name() == "avatar-obs-pump":
+                    if task is pump:
                         return
                 if timeout is not None:
                     timeout = max(0.0, config.duration_s - (time.monotonic() - self._started))  # type: ignore[operator]
@@ -187,12 +192,17 @@ class AvatarObs:
                 raise self.publisher.failure
 
     async def _say_at_start(self) -> None:
+        """--say and --speak, once the avatar is live (they wait for the node if it is not)."""
         assert self.timeline is not None
+        speech = [await asyncio.to_thread(read_audio_file, path) for path in self.config.speak]
         await self.timeline.connected_event.wait()
-        for text in self.config.say:
-            await self.timeline.say(text)
-        for path in self.config.speak:
-            await self.speak_samples(*read_audio_file(path))
+        try:
+            for text in self.config.say:
+                await self.timeline.say(text)
+            for samples, rate in speech:
+                await self.speak_samples(samples, rate)
+        except (NodeUnavailable, ControlError) as error:
+            log.warning("could not say it: %s", error)
 
     def _on_publisher_connected(self, count: int) -> None:
         if count > 1:
@@ -213,24 +223,53 @@ class AvatarObs:
             self.watchdog.restart_grace()
 
     async def _shutdown(self, node: Any) -> None:
-        """Release everything, in order, even when cancelled part-way."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        if self.control is not None:
-            with contextlib.suppress(Exception):
+        """Release everything, in order. Each step runs even if an earlier one failed or this
+        task is cancelled meanwhile; a cancellation is passed on once all are done."""
+        cancelled = False
+
+        async def stop_tasks() -> None:
+            nonlocal cancelled
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                try:
+                    await asyncio.shield(task)  # a cancel of this wait must not abandon the rest
+                except asyncio.CancelledError:
+                    cancelled = cancelled or not task.cancelled()
+                except Exception:
+                    pass
+
+        async def close_control() -> None:
+            if self.control is not None:
                 await self.control.close()
-        if self.publisher is not None:
-            await _in_thread_even_if_cancelled(self.publisher.close)
-            stats = self.publisher.stats
-            log.info("stopped: %d frames published, %d dropped", stats.frames_sent, stats.frames_dropped)
-        if self.obs is not None:
-            with contextlib.suppress(Exception):
+
+        async def close_capture() -> None:
+            if self.capture is not None and not self._mic_started:
+                self.capture.close()  # opened, never read: nobody else will close it
+
+        async def close_publisher() -> None:
+            if self.publisher is not None:
+                await _in_thread_even_if_cancelled(self.publisher.close)
+                stats = self.publisher.stats
+                log.info("stopped: %d frames published, %d dropped", stats.frames_sent, stats.frames_dropped)
+
+        async def close_obs() -> None:
+            if self.obs is not None:
                 await self.obs.aclose()
-        if node is not None:
-            await _in_thread_even_if_cancelled(node.stop)
+
+        async def stop_node() -> None:
+            if node is not None:
+                await _in_thread_even_if_cancelled(node.stop)
+
+        for step in (stop_tasks, close_control, close_capture, close_publisher, close_obs, stop_node):
+            try:
+                await step()
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception as error:  # keep releasing the rest
+                log.debug("shutdown step %s failed: %s", step.__name__, error)
+        if cancelled:
+            raise asyncio.CancelledError
 
     # ------------------------------------------------------------------ events from the node
 
@@ -272,7 +311,7 @@ class AvatarObs:
         if samples.size == 0:
             raise ControlError("that audio file holds no audio")
         await self.speak_samples(samples, rate)
-        return samples.size / rate
+        return float(samples.size / rate)
 
     async def speak_samples(self, samples: np.ndarray, rate: int) -> None:
         await self._control(self._timeline().send_audio(samples, rate, end_of_turn=True))

@@ -138,6 +138,10 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     else:
         host, port = args.udp or _udp(DEFAULT_UDP)
         destination = udp_destination(host, port)
+    buttons = tuple(b.strip() for b in args.buttons.split(",") if b.strip())
+    for button in buttons:
+        if button != "interrupt" and button not in BEHAVIOURS:
+            raise SetupError(f"unknown button {button!r}: use interrupt or one of {', '.join(BEHAVIOURS)}")
     obs = source = None
     if args.setup or args.setup_only:
         obs = ObsAddress.from_environment(args.obs_host, args.obs_port, args.obs_password)
@@ -145,10 +149,6 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
             input_url, input_format = args.obs_input, "mpegts" if args.obs_input.startswith("udp:") else ""
         else:
             input_url, input_format = obs_input_url(destination.url)
-        buttons = tuple(b.strip() for b in args.buttons.split(",") if b.strip())
-        for button in buttons:
-            if button != "interrupt" and button not in BEHAVIOURS:
-                raise SetupError(f"unknown button {button!r}: use interrupt or one of {', '.join(BEHAVIOURS)}")
         source = SourceSpec(
             name=args.source_name, input_url=input_url, input_format=input_format, scene=args.scene,
             placement=args.placement, scale=args.scale, monitor=not args.no_monitor, buttons=buttons,

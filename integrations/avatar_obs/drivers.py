@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import sys
 import threading
 import time
@@ -68,34 +69,53 @@ def parse_audio_input(spec: str | None) -> AudioInput:
     raise ValueError(f"--mic {spec!r} is neither an audio file nor FORMAT:DEVICE (e.g. alsa:default)")
 
 
-def capture(source: AudioInput, stop: threading.Event) -> Iterator[np.ndarray]:
-    """Mono int16 chunks at CAPTURE_RATE, as they arrive (files: paced at 1x), until `stop`."""
-    try:
-        container = av.open(source.url, format=source.format, timeout=5.0)
-    except (av.error.FFmpegError, OSError) as error:
-        raise OSError(f"cannot open the {source.describe()}: {getattr(error, 'strerror', None) or error}") from None
-    chunk = round(CAPTURE_RATE * CHUNK_S)
-    with container:
-        if not container.streams.audio:
+class AudioCapture:
+    """An opened audio input; a bad device or file fails here, at once, with a clear message."""
+
+    def __init__(self, source: AudioInput) -> None:
+        self.source = source
+        try:
+            self._container = av.open(source.url, format=source.format, timeout=5.0)
+        except (av.error.FFmpegError, OSError) as error:
+            raise OSError(
+                f"cannot open the {source.describe()}: {getattr(error, 'strerror', None) or error}"
+            ) from None
+        if not self._container.streams.audio:
+            self._container.close()
             raise OSError(f"the {source.describe()} has no audio")
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def chunks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        """Mono int16 chunks at CAPTURE_RATE as they arrive (a file: paced at 1x), until `stop`."""
+        size = round(CAPTURE_RATE * CHUNK_S)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=CAPTURE_RATE)
         started = time.monotonic()
         sent = 0
         pending = np.zeros(0, np.int16)
-        for frame in container.decode(container.streams.audio[0]):
-            if stop.is_set():
-                return
-            for out in resampler.resample(frame):
-                pending = np.concatenate([pending, out.to_ndarray().reshape(-1)])
-            while pending.size >= chunk:
-                piece, pending = pending[:chunk], pending[chunk:]
-                if source.realtime:  # a file: wait until this chunk would have been heard
-                    delay = started + sent / CAPTURE_RATE - time.monotonic()
-                    if delay > 0:
-                        if stop.wait(delay):
+        try:
+            for frame in self._container.decode(self._container.streams.audio[0]):
+                if stop.is_set():
+                    return
+                for out in resampler.resample(frame):
+                    pending = np.concatenate([pending, out.to_ndarray().reshape(-1)])
+                while pending.size >= size:
+                    piece, pending = pending[:size], pending[size:]
+                    if self.source.realtime:  # a file: wait until this chunk would have been heard
+                        delay = started + sent / CAPTURE_RATE - time.monotonic()
+                        if delay > 0 and stop.wait(delay):
                             return
-                sent += piece.size
-                yield piece
+                    sent += piece.size
+                    yield piece
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Idempotent. Call it from the thread reading `chunks()`, or when nothing reads."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._container.close()
 
 
 class SpeechSink(Protocol):
@@ -142,7 +162,7 @@ def level_dbfs(chunk: np.ndarray) -> float:
     if chunk.size == 0:
         return -120.0
     rms = float(np.sqrt(np.mean(np.square(chunk.astype(np.float64))))) / 32768.0
-    return 20 * np.log10(max(rms, 1e-6))
+    return 20.0 * math.log10(max(rms, 1e-6))
 
 
 class MicrophoneDriver:
@@ -150,12 +170,13 @@ class MicrophoneDriver:
 
     def __init__(
         self,
-        source: AudioInput,
+        capture: AudioCapture,
         sink: SpeechSink,
         gate: VoiceGate | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
-        self.source = source
+        self.capture = capture
+        self.source = capture.source
         self.sink = sink
         self.gate = gate or VoiceGate()
         self._on_error = on_error or (lambda message: log.warning("%s", message))
@@ -168,7 +189,7 @@ class MicrophoneDriver:
 
         def produce() -> None:
             try:
-                for chunk in capture(self.source, stop):
+                for chunk in self.capture.chunks(stop):
                     loop.call_soon_threadsafe(_put_latest, chunks, chunk)
             except BaseException as error:  # reported on the event loop
                 loop.call_soon_threadsafe(_put_latest, chunks, error)
@@ -185,8 +206,9 @@ class MicrophoneDriver:
                         await _quietly(self.sink.end_turn(), self._on_error)
                     log.info("the %s ended", self.source.describe())
                     return
-                if isinstance(item, BaseException):
-                    raise item
+                if isinstance(item, BaseException):  # the device went away: the stream goes on
+                    self._on_error(f"the {self.source.describe()} stopped ({item}); the avatar goes on without it")
+                    return
                 send, ends = self.gate.feed(item)
                 for piece in send:
                     await _quietly(self.sink.send_audio(piece, CAPTURE_RATE), self._on_error)
@@ -194,7 +216,10 @@ class MicrophoneDriver:
                     self.turns += 1
                     await _quietly(self.sink.end_turn(), self._on_error)
         finally:
-            stop.set()  # the reader thread ends at its next chunk (or when the device closes)
+            # The reader ends at its next chunk and closes the input itself (closing it from
+            # here while it decodes would pull the device out from under it).
+            stop.set()
+            await asyncio.to_thread(reader.join, 1.0)
 
 
 def _put_latest(queue: "asyncio.Queue[np.ndarray | BaseException | None]", item: np.ndarray | BaseException | None) -> None:

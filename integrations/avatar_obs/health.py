@@ -19,14 +19,15 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from .obs_ws import ObsError
-from .pictures import SentPictures, changed_fraction, is_blank, thumbnail
+from .pictures import SentPictures, changed_fraction, is_blank, max_difference, thumbnail
 
 log = logging.getLogger(__name__)
 
-#: OBS's picture counts as frozen when less than this share of pixels changed over the window...
-FROZEN_BELOW = 0.002
-#: ...while this share (or more) changed in what we sent.
-SENT_CHANGED_ABOVE = 0.01
+#: OBS's picture counts as frozen when no pixel moved by more than this over the window (a stuck
+#: source renders the very same texture; a live one never stays this still)...
+FROZEN_MAX_DIFFERENCE = 2
+#: ...while at least this share of pixels changed visibly in what we sent.
+SENT_CHANGED_ABOVE = 0.005
 DEAD_STATES = frozenset({"OBS_MEDIA_STATE_ENDED", "OBS_MEDIA_STATE_STOPPED", "OBS_MEDIA_STATE_ERROR", "OBS_MEDIA_STATE_NONE"})
 
 
@@ -120,8 +121,8 @@ class FeedWatchdog:
         sent_blank = all(is_blank(p.thumb) for p in sent)
         if all(is_blank(o.thumb) for o in seen) and not sent_blank:
             return f"dead: OBS shows nothing for {seen[-1].at - seen[0].at:.0f} s while the avatar is sent"
-        obs_change = max(changed_fraction(seen[0].thumb, o.thumb) for o in seen[1:])
-        if obs_change < FROZEN_BELOW and sent_change >= SENT_CHANGED_ABOVE:
+        obs_change = max(max_difference(seen[0].thumb, o.thumb) for o in seen[1:])
+        if obs_change <= FROZEN_MAX_DIFFERENCE and sent_change >= SENT_CHANGED_ABOVE:
             return f"dead: OBS shows a frozen picture for {seen[-1].at - seen[0].at:.0f} s while the avatar moves"
         return "live"
 

@@ -173,7 +173,7 @@ class ObsEvents:
 
     @property
     def alive(self) -> bool:
-        return self._client.worker.is_alive()
+        return bool(self._client.worker.is_alive())
 
     def close(self) -> None:
         try:
@@ -183,13 +183,17 @@ class ObsEvents:
 
 
 def _named(handlers: dict[str, Callable[[Any], None]]) -> list[Callable[[Any], None]]:
-    """obsws-python dispatches by function name: on_<snake_case_event>."""
-    named = []
-    for event, handler in handlers.items():
+    """obsws-python dispatches by function name (on_<snake_case_event>) on its reader thread,
+    which an exception would end: each handler is guarded."""
+    return [_guarded(event, handler) for event, handler in handlers.items()]
 
-        def call(data: Any, handler: Callable[[Any], None] = handler) -> None:
+
+def _guarded(event: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+    def call(data: Any) -> None:
+        try:
             handler(data)
+        except Exception:
+            logging.getLogger(__name__).warning("handling the OBS event %s failed", event, exc_info=True)
 
-        call.__name__ = "on_" + event
-        named.append(call)
-    return named
+    call.__name__ = "on_" + event
+    return call

@@ -40,6 +40,13 @@ def changed_fraction(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)) > PIXEL_CHANGE))
 
 
+def max_difference(a: np.ndarray, b: np.ndarray) -> int:
+    """The largest grey-level change of any pixel between two thumbnails."""
+    if a.shape != b.shape:
+        b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
 def is_blank(thumb: np.ndarray) -> bool:
     """Nothing to see: black, or one flat colour."""
     return float(thumb.std()) < 3.0

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, cast
 
 import av
 import numpy as np
@@ -250,7 +250,7 @@ def _probe(keyframe: bytes, fmt: FeedFormat) -> av.container.InputContainer:
     before any frame, or readers see "no configuration" and may refuse the whole stream.
     """
     data = keyframe if has_sps(keyframe) or not fmt.codec_config else fmt.codec_config + keyframe
-    probe = av.open(io.BytesIO(data), format="h264")
+    probe = cast(av.container.InputContainer, av.open(io.BytesIO(data), format="h264"))
     if not probe.streams.video or not probe.streams.video[0].codec_context.extradata:
         probe.close()
         raise ValueError("the first keyframe carries no SPS/PPS")

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable
 
 import grpc
 import numpy as np
@@ -104,9 +104,9 @@ class LiveTimeline:
     async def behaviour(self, name: str) -> None:
         await self._control(self._current().behaviour(name))
 
-    async def _control(self, call: "asyncio.Future[None] | object") -> None:
+    async def _control(self, call: Awaitable[None]) -> None:
         try:
-            await call  # type: ignore[misc]
+            await call
         except AvatarError as error:
             raise NodeUnavailable(f"{self._describe_node} did not take it: {error}") from None
 

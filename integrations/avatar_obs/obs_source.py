@@ -106,6 +106,13 @@ class ObsSource:
         spec = self.spec
         scene = self._scene()
         kind = self._input_kind(spec.name)
+        if kind is not None and kind != MEDIA_KIND:
+            raise ObsError(
+                f"OBS already has a source named {spec.name!r} of another kind ({kind}); "
+                "pass --source-name to use another name, or rename that source"
+            )
+        # Buttons first: OBS puts new items on top, so a new avatar lands above them (and selected).
+        buttons = {self._ensure_button(scene, action): action for action in spec.buttons}
         created = kind is None
         if created:
             reply = self.obs.request(
@@ -121,11 +128,6 @@ class ObsSource:
             item_id = int(reply["sceneItemId"])
             removed = 0
         else:
-            if kind != MEDIA_KIND:
-                raise ObsError(
-                    f"OBS already has a source named {spec.name!r} of another kind ({kind}); "
-                    "pass --source-name to use another name, or rename that source"
-                )
             self.reapply()
             item_id, removed = self._single_item(scene, spec.name)
         if created or spec.placement is not None:
@@ -139,7 +141,6 @@ class ObsSource:
                 else "OBS_MONITORING_TYPE_NONE",
             },
         )
-        buttons = {self._ensure_button(scene, action): action for action in spec.buttons}
         return SetupResult(scene, created, item_id, removed, buttons)
 
     def _scene(self) -> str:

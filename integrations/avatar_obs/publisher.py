@@ -46,7 +46,7 @@ class Destination:
 
     def describe(self) -> str:
         kind = "RTMP" if self.format == "flv" else "MPEG-TS"
-        return f"{kind} to {redact(self.url)}"
+        return f"{kind} to {redact(self.url).split('?')[0]}"
 
 
 def redact(url: str) -> str:
@@ -57,7 +57,7 @@ def redact(url: str) -> str:
     path = parts.path.rstrip("/")
     app, _, key = path.rpartition("/")
     if app and key:
-        path = f"{app}/{key[:2]}…" if len(key) > 8 else f"{app}/{key}"
+        path = f"{app}/{key[:2]}…"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -72,7 +72,7 @@ def rtmp_destination(url: str) -> Destination:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("rtmp", "rtmps") or not parts.netloc or parts.path.count("/") < 2:
         raise ValueError(
-            f"--rtmp wants rtmp://HOST[:PORT]/APP/STREAM_KEY (e.g. rtmp://127.0.0.1/live/avatar), not {url!r}"
+            f"--rtmp wants rtmp://HOST[:PORT]/APP/STREAM_KEY (e.g. rtmp://127.0.0.1/live/avatar), not {redact(url)!r}"
         )
     return Destination(url, "flv", connected=True)
 

@@ -142,7 +142,7 @@ def obs(obs_studio: ObsStudio):
 
 
 def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(obs_studio, obs, node, start, udp_capture, tmp_path):
-    name = "Avatar shows"
+    name = "Avatar"
     obs_port = free_port(socket.SOCK_DGRAM)
     tee = udp_capture(forward_to=obs_port)  # OBS gets every datagram; a copy is decoded here
     control_port = free_port()
@@ -232,7 +232,7 @@ def save_screenshot(obs_studio: ObsStudio, obs: ObsConnection, tmp_path: Path) -
     obs.request("TriggerHotkeyByName", {"hotkeyName": "OBSBasic.EnablePreview"})
     try:
         time.sleep(1.0)
-        with av.open(obs_studio.display, format="x11grab", options={"video_size": "1280x720"}) as grab:
+        with av.open(obs_studio.display, format="x11grab", options={"video_size": "1280x720", "draw_mouse": "0"}) as grab:
             frame = next(grab.decode(video=0)).to_ndarray(format="rgb24")
     finally:
         obs.request("TriggerHotkeyByName", {"hotkeyName": "OBSBasic.DisablePreview"})

@@ -35,7 +35,7 @@ class IdleFrames:
         self._keyframe_interval = keyframe_interval
         self._picture = picture
         self._encoder: H264Encoder | None = None
-        self._silence = np.zeros(fmt.ticks(1), np.int16)
+        self._silence = np.zeros(0, np.int16)  # the publisher fills silence up to the next frame
 
     def hold(self, last_keyframe: bytes | None = None) -> None:
         """Start a new run of idle frames, showing `last_keyframe` if it decodes."""

@@ -269,7 +269,9 @@ class _Muxer:
     def __init__(self, destination: Destination, fmt: FeedFormat, audio_bitrate: int, first_keyframe: bytes) -> None:
         self._fmt = fmt
         self._time_base = Fraction(1, fmt.clock_rate)
-        options = {"flush_packets": "1"}
+        # flush_packets: each frame goes out as it is muxed. max_interleave_delta: if one track
+        # stalls, the other is held back at most half a second instead of FFmpeg's ten.
+        options = {"flush_packets": "1", "max_interleave_delta": "500000"}
         if destination.format == "mpegts":
             options["max_delay"] = "0"  # PCR and PES go out with the frame, not up to 0.7 s later
         self._container = av.open(

@@ -460,3 +460,78 @@ def voiced(seconds: float, rate: int = 48_000, pitch_hz: float = 150.0) -> np.nd
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t)
     signal = signal * envelope
     return (signal / np.abs(signal).max() * 0.5 * 32767).astype(np.int16)
+
+
+# ------------------------------------------------------------------------ a stallable TCP path
+
+
+class StallingProxy:
+    """A TCP relay on loopback that can go silent on its open connections without closing them,
+    as a stuck relay or a dead NAT mapping does; connections made afterwards work again."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self.port = int(self._listener.getsockname()[1])
+        self._stalled: set[int] = set()  # ids of connections that no longer pass data
+        self._live: dict[int, list[socket.socket]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self._upstream), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._next += 1
+                ident = self._next
+                self._live[ident] = [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(ident, a, b), daemon=True).start()
+
+    def _pipe(self, ident: int, source: socket.socket, sink: socket.socket) -> None:
+        source.settimeout(0.2)
+        while not self._closed:
+            try:
+                data = source.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            with self._lock:
+                stalled = ident in self._stalled
+            if stalled:
+                continue  # swallowed: the peer waits forever for bytes that never come
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def stall(self) -> None:
+        with self._lock:
+            self._stalled.update(self._live)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        with self._lock:
+            for pair in self._live.values():
+                for sock in pair:
+                    with suppress(OSError):
+                        sock.close()

@@ -19,7 +19,7 @@ from avatar_obs import ControlClient, ControlError
 from avatar_obs.obs_source import decode_data_uri
 from avatar_obs.obs_ws import ObsConnection, ObsEvents
 
-from .conftest import ObsStudio, decode_stream, free_port
+from .conftest import ObsStudio, StallingProxy, decode_stream, free_port
 
 SIZE = "320x240"
 
@@ -287,10 +287,44 @@ def test_the_watchdog_repairs_a_feed_that_died_in_obs(obs_studio, obs, node, sta
         # scene collection imported from another machine would); OBS still says it is playing.
         mark = len(command.lines)
         obs.request("SetInputSettings", {"inputName": name, "inputSettings": {"input": udp_input(free_port(socket.SOCK_DGRAM))}})
-        command.wait_for(r"OBS feed looks dead \((.*)\); re-applying the source settings", timeout=30, start=mark)
-        assert shows_live_avatar(obs, name, timeout=15), command.output
+        time.sleep(2.0)
+        assert not shows_live_avatar(obs, name, timeout=2), "the sabotage did not take"
+        broke = time.monotonic()
+        assert shows_live_avatar(obs, name, timeout=30), command.output
+        repair = command.wait_for(r"OBS feed looks dead \((.*)\); re-applying the source settings", timeout=1, start=mark)
+        print(f"repaired ({repair.group(1)}); live again {time.monotonic() - broke:.1f} s after it was seen dead")
     finally:
         assert command.stop() == 0, command.output
+        remove_inputs(obs, name)
+
+
+def test_the_watchdog_repairs_a_frozen_picture_that_obs_calls_playing(obs_studio, obs, node, start, nginx):
+    """OBS's connection to the relay goes silent without closing: OBS keeps the last picture and
+    still reports PLAYING. Only the watchdog can tell, by the picture, and reopening fixes it."""
+    name = "Avatar frozen"
+    proxy = StallingProxy(nginx.port)  # OBS plays through it; the command publishes to nginx directly
+    command = start(
+        "--target", node.target, "--rtmp", nginx.url("frozen"), "--size", SIZE, *obs_args(obs_studio, name),
+        "--obs-input", f"rtmp://127.0.0.1:{proxy.port}/live/frozen", "--watchdog-interval", "1", "--buttons", "",
+        env=obs_env(obs_studio),
+    )
+    try:
+        command.wait_for(rf"created the media source '{name}'")
+        assert shows_live_avatar(obs, name, timeout=20), command.output
+        mark = len(command.lines)
+        proxy.stall()
+        time.sleep(2.0)
+        assert obs.request("GetMediaInputStatus", {"inputName": name})["mediaState"] == "OBS_MEDIA_STATE_PLAYING"
+        frozen = [grey(s) for s in (screenshot(obs, name), screenshot(obs, name)) if s is not None]
+        assert len(frozen) == 2 and np.abs(frozen[0] - frozen[1]).max() <= 2, "the picture did not freeze"
+        stalled = time.monotonic()
+        assert shows_live_avatar(obs, name, timeout=30), command.output
+        repair = command.wait_for(r"OBS feed looks dead \((.*)\); re-applying", timeout=1, start=mark)
+        assert "frozen picture" in repair.group(1), repair.string
+        print(f"frozen feed repaired; live again {time.monotonic() - stalled:.1f} s after the relay went silent")
+    finally:
+        assert command.stop() == 0, command.output
+        proxy.close()
         remove_inputs(obs, name)
 
 

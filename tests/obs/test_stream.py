@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import subprocess
+import sys
 import time
 
 import av
@@ -126,6 +129,9 @@ def test_node_unreachable_keeps_the_stream_alive_and_reconnects(start, udp_captu
     steps = np.diff(stream.video_pts)
     # One unbroken timeline through both outages: never backwards, never a hole.
     assert np.allclose(steps, 1 / FPS, atol=1e-3), sorted(set(np.round(steps, 4)))
+    # Audio without holes through the still frames too (silence), so it never drifts from the video.
+    audio_s, video_s = len(stream.audio) / stream.audio_rate, len(stream.video_pts) / FPS
+    assert abs(audio_s - video_s) < 0.1, (audio_s, video_s)
     assert len(speech_runs(stream.audio, stream.audio_rate)) == 1
 
 
@@ -170,3 +176,35 @@ def test_rtmp_publishes_h264_and_aac_of_the_right_duration(node, start, nginx):
     assert abs(audio_s - video_s) < 0.1, (audio_s, video_s)
     assert abs(stream.video_pts[-1] - stream.video_pts[0] + 1 / FPS - video_s) < 0.01
     assert len(speech_runs(stream.audio, stream.audio_rate)) >= 1
+
+
+def test_a_node_that_stalls_mid_session_is_bridged_and_rejoined_at_a_keyframe(start, udp_capture):
+    """The node freezes for 1.6 s (SIGSTOP), then goes on mid-GOP: still frames bridge the gap and
+    its frames are taken again only from a keyframe, so every frame sent still decodes."""
+    port = free_port()
+    node = subprocess.Popen(
+        [sys.executable, "-m", "avatar_node.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        capture = udp_capture()
+        command = start("--target", f"127.0.0.1:{port}", "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE)
+        command.wait_for(r"publishing MPEG-TS")
+        deadline = time.monotonic() + 30
+        while capture.received < 150_000 and time.monotonic() < deadline:  # node frames flowing
+            time.sleep(0.2)
+        time.sleep(2.0)
+        node.send_signal(signal.SIGSTOP)
+        time.sleep(1.6)
+        node.send_signal(signal.SIGCONT)
+        command.wait_for(r"no frames from the node .* showing a still picture", timeout=10)
+        time.sleep(3.0)
+        assert command.stop() == 0, command.output
+    finally:
+        node.send_signal(signal.SIGCONT)
+        node.terminate()
+        node.wait(15)
+    sent = frames_published(command.output)
+    stream = decode_stream(capture.bytes_since(), keep_images=False)
+    assert len(stream.video_pts) == sent, (len(stream.video_pts), sent)
+    assert np.allclose(np.diff(stream.video_pts), 1 / FPS, atol=1e-3)

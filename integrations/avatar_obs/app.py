@@ -16,7 +16,7 @@ import numpy as np
 from avatar_client import Notice, TurnEvent, TurnKind, read_audio_file
 
 from .control import ControlError, ControlServer
-from .drivers import AudioCapture, AudioInput, MicrophoneDriver, VoiceGate
+from .drivers import AudioCapture, AudioInput, MicrophoneDriver, VoiceGate, open_capture
 from .errors import NodeUnavailable, SetupError
 from .feed import FeedFormat, SessionRequest, node_opener
 from .health import FeedWatchdog
@@ -94,7 +94,7 @@ class AvatarObs:
                 if config.obs is not None:
                     await self._setup_obs()
                 if config.mic is not None:  # a wrong device fails now, before anything starts
-                    self.capture = await asyncio.to_thread(AudioCapture, config.mic)
+                    self.capture = await asyncio.to_thread(open_capture, config.mic)
                 if config.control_port is not None:
                     self.control = ControlServer(self, config.control_host, config.control_port)
                     try:

@@ -1,10 +1,11 @@
 """What makes the avatar speak: the host's microphone (or another device, or a file played as one).
 
-Capture runs on a thread through FFmpeg's input devices (ALSA/PulseAudio on Linux,
-AVFoundation on macOS, DirectShow on Windows), so no extra audio library is needed. A simple
-voice gate turns the continuous signal into turns: speech opens a turn (with a little audio
-from just before, so first syllables are not clipped), and a pause closes it, so the avatar
-returns to its idle look between sentences.
+Capture runs on a thread. On Linux desktops (PulseAudio or PipeWire) it reads the default
+source, or a named one, through `parec`; other inputs go through FFmpeg's input devices (ALSA,
+AVFoundation on macOS, DirectShow on Windows) or files, so no extra audio library is needed. A
+simple voice gate turns the continuous signal into turns: speech opens a turn (with a little
+audio from just before, so first syllables are not clipped), and a pause closes it, so the
+avatar returns to its idle look between sentences.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import asyncio
 import collections
 import logging
 import math
+import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -29,17 +33,21 @@ log = logging.getLogger(__name__)
 
 CAPTURE_RATE = 48_000
 CHUNK_S = 0.02
+PULSE = "pulse"  # read through parec (PulseAudio, or PipeWire's pulse server)
+_SYSTEM_ALSA_CONF = Path("/usr/share/alsa/alsa.conf")
 
 
 @dataclass(frozen=True)
 class AudioInput:
-    """An FFmpeg input: a device of some input format, or a file."""
+    """A PulseAudio source, an FFmpeg input device, or a file."""
 
-    url: str
-    format: str | None  # None for files
+    url: str  # source/device name ("" = the default PulseAudio source) or file path
+    format: str | None  # "pulse", an FFmpeg input format (alsa, avfoundation, dshow...), None for files
     realtime: bool  # a file must be paced to behave like a microphone
 
     def describe(self) -> str:
+        if self.format == PULSE:
+            return f"PulseAudio source {self.url!r}" if self.url else "default PulseAudio source"
         return f"{self.format} device {self.url!r}" if self.format else f"file {self.url} (played as a microphone)"
 
 
@@ -48,32 +56,114 @@ def default_microphone() -> AudioInput:
         return AudioInput(":0", "avfoundation", realtime=False)
     if sys.platform == "win32":
         raise ValueError('on Windows name the device: --mic "dshow:audio=Microphone (Your Device)"')
+    if shutil.which("parec"):
+        return AudioInput("", PULSE, realtime=False)
     return AudioInput("default", "alsa", realtime=False)
 
 
 def parse_audio_input(spec: str | None) -> AudioInput:
-    """`None`/"" = the default microphone; "FORMAT:DEVICE" = an FFmpeg input device; else a file."""
+    """`None`/"" = the default microphone; "pulse[:SOURCE]"; "FORMAT:DEVICE" = an FFmpeg input
+    device; anything else must be an audio file."""
     if not spec:
         return default_microphone()
     path = Path(spec)
     if path.exists():
         return AudioInput(str(path), None, realtime=True)
     fmt, sep, device = spec.partition(":")
+    if fmt == PULSE:
+        if not shutil.which("parec"):
+            raise ValueError("--mic pulse needs parec: install pulseaudio-utils (PipeWire serves it too)")
+        return AudioInput(device, PULSE, realtime=False)
     if sep and fmt in av.formats_available:
         return AudioInput(device, fmt, realtime=False)
-    if sep and fmt in ("pulse", "alsa", "dshow", "avfoundation", "jack", "oss", "sndio", "openal"):
-        raise ValueError(
-            f"this FFmpeg build has no {fmt!r} input; on Linux use alsa (PulseAudio and PipeWire "
-            "answer as the ALSA 'default' device)"
-        )
-    raise ValueError(f"--mic {spec!r} is neither an audio file nor FORMAT:DEVICE (e.g. alsa:default)")
+    if sep and fmt in ("dshow", "avfoundation", "jack", "oss", "sndio", "openal"):
+        raise ValueError(f"this FFmpeg build has no {fmt!r} input; try pulse:SOURCE or alsa:DEVICE")
+    raise ValueError(
+        f"--mic {spec!r} is neither an audio file nor a device (pulse:SOURCE, alsa:hw:1, avfoundation::0...)"
+    )
 
 
-class AudioCapture:
-    """An opened audio input; a bad device or file fails here, at once, with a clear message."""
+class AudioCapture(Protocol):
+    """An opened input; opening fails at once, with a clear message, for a bad device or file."""
+
+    source: AudioInput
+
+    def chunks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        """Mono int16 chunks at CAPTURE_RATE as they arrive, until `stop` or the input ends."""
+        ...
+
+    def close(self) -> None:
+        """Idempotent. Call it from the thread reading `chunks()`, or when nothing reads."""
+        ...
+
+
+def open_capture(source: AudioInput) -> AudioCapture:
+    if source.format == PULSE:
+        return PulseCapture(source)
+    return FfmpegCapture(source)
+
+
+class PulseCapture:
+    """The microphone through `parec`: exact samples at CAPTURE_RATE, mono, s16le."""
 
     def __init__(self, source: AudioInput) -> None:
         self.source = source
+        command = ["parec", "--raw", "--format=s16le", f"--rate={CAPTURE_RATE}", "--channels=1",
+                   f"--latency-msec={round(CHUNK_S * 1000)}"]
+        if source.url:
+            command += ["--device", source.url]
+        try:
+            self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as error:
+            raise OSError(f"cannot run parec for the {source.describe()}: {error.strerror or error}") from None
+        try:
+            self._process.wait(0.5)  # a wrong source or no sound server ends it at once
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            assert self._process.stderr is not None
+            lines = self._process.stderr.read().decode(errors="replace").strip().splitlines()
+            raise OSError(f"cannot open the {source.describe()}: {lines[-1] if lines else 'parec stopped'}")
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def chunks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        size = round(CAPTURE_RATE * CHUNK_S) * 2
+        stdout = self._process.stdout
+        assert stdout is not None
+        try:
+            while not stop.is_set():
+                data = stdout.read(size)
+                if len(data) < size:
+                    return  # parec ended: the sound server went away
+                yield np.frombuffer(data, "<i2").copy()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._process.terminate()
+        try:
+            self._process.wait(2)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        for pipe in (self._process.stdout, self._process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+class FfmpegCapture:
+    """A file, or an FFmpeg input device."""
+
+    def __init__(self, source: AudioInput) -> None:
+        self.source = source
+        if source.format == "alsa" and "ALSA_CONFIG_PATH" not in os.environ and _SYSTEM_ALSA_CONF.exists():
+            # PyAV's bundled libasound looks for its configuration where it was built.
+            os.environ["ALSA_CONFIG_PATH"] = str(_SYSTEM_ALSA_CONF)
         try:
             self._container = av.open(source.url, format=source.format, timeout=5.0)
         except (av.error.FFmpegError, OSError) as error:
@@ -111,7 +201,6 @@ class AudioCapture:
             self.close()
 
     def close(self) -> None:
-        """Idempotent. Call it from the thread reading `chunks()`, or when nothing reads."""
         with self._lock:
             if not self._closed:
                 self._closed = True

@@ -535,3 +535,50 @@ class StallingProxy:
                 for sock in pair:
                     with suppress(OSError):
                         sock.close()
+
+
+# ------------------------------------------------------------------------- a virtual microphone
+
+
+@dataclass
+class PulseAudio:
+    """A private PulseAudio server with a virtual microphone: what is played into `sink` is
+    what the default source `mic` hears."""
+
+    env: dict[str, str]
+    sink: str = "host_voice"
+    mic: str = "host_mic"
+
+    def play(self, wav: Path) -> None:
+        subprocess.run(["pacat", "--file-format=wav", "-d", self.sink, str(wav)], env=self.env, check=True, timeout=60)
+
+
+@pytest.fixture
+def pulse_audio(tmp_path: Path) -> Iterator[PulseAudio]:
+    require("pulseaudio", "pactl", "pacat", "parec")
+    home = tmp_path / "pulse"
+    runtime = home / "runtime"
+    runtime.mkdir(parents=True, mode=0o700)
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime),
+           "PULSE_SERVER": f"unix:{runtime}/pulse/native"}
+    server = subprocess.Popen(
+        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n",
+         "-L", "module-native-protocol-unix", "-L", "module-always-sink"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(home / "pulseaudio.log", "wb"),
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("PulseAudio did not start: " + (home / "pulseaudio.log").read_text())
+            time.sleep(0.1)
+        audio = PulseAudio(env)
+        for module in (
+            ["module-null-sink", f"sink_name={audio.sink}", "rate=48000", "channels=1", "format=s16le"],
+            ["module-remap-source", f"master={audio.sink}.monitor", f"source_name={audio.mic}"],
+        ):
+            subprocess.run(["pactl", "load-module", *module], env=env, check=True, capture_output=True)
+        subprocess.run(["pactl", "set-default-source", audio.mic], env=env, check=True)
+        yield audio
+    finally:
+        stop_process(server)

@@ -13,6 +13,8 @@ import av
 import numpy as np
 import pytest
 
+from avatar_obs import ControlClient
+
 from .conftest import decode_stream, free_port, voiced, write_wav
 
 FPS = 25
@@ -135,34 +137,68 @@ def test_node_unreachable_keeps_the_stream_alive_and_reconnects(start, udp_captu
     assert len(speech_runs(stream.audio, stream.audio_rate)) == 1
 
 
+def test_the_host_s_microphone_drives_the_avatar(node, start, udp_capture, pulse_audio, tmp_path):
+    rate = 48_000
+    pause = np.zeros(round(1.5 * rate), np.int16)
+    speech = np.concatenate([voiced(1.5), pause, voiced(1.5, pitch_hz=190)])
+    capture = udp_capture()
+    command = start("--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE, "--mic",
+                    env=pulse_audio.env)  # the default microphone: the PulseAudio source the host set
+    command.wait_for(r"listening to the default PulseAudio source")
+    time.sleep(0.5)
+    pulse_audio.play(write_wav(tmp_path / "host.wav", speech, rate))  # the host talks
+    first = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30)
+    command.wait_for(r"turn finished \((\d+) ms\)", timeout=30, start=command.lines.index(first.string) + 1)
+    assert command.stop() == 0, command.output
+    stream = decode_stream(capture.bytes_since(), keep_images=False)
+    runs = speech_runs(stream.audio, stream.audio_rate)
+    assert len(runs) == 2 and all(1.2 < end - begin < 2.0 for begin, end in runs), runs
+    # What OBS gets is the host's voice itself, in step with the lips (pitch 150 Hz, then 190 Hz).
+    for (begin, end), pitch in zip(runs, (150, 190)):
+        part = stream.audio[round(begin * stream.audio_rate) : round(end * stream.audio_rate)]
+        spectrum = np.abs(np.fft.rfft(part * np.hanning(part.size)))
+        freqs = np.fft.rfftfreq(part.size, 1 / stream.audio_rate)
+        band = (freqs > 100) & (freqs < 260)
+        assert abs(freqs[band][np.argmax(spectrum[band])] - pitch) < 5
+
+
 def test_a_file_played_as_the_microphone_drives_the_avatar(node, start, udp_capture, tmp_path):
     rate = 48_000
     pause = np.zeros(round(1.5 * rate), np.int16)
     speech = np.concatenate([pause[: rate // 2], voiced(1.5), pause, voiced(1.5, pitch_hz=190), pause])
     wav = write_wav(tmp_path / "host.wav", speech, rate)
     capture = udp_capture()
-    command = start("--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE, "--mic", str(wav))
+    control = free_port()
+    command = start("--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE, "--mic", str(wav),
+                    "--control-port", str(control))
     command.wait_for(r"listening to the file")
     first = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30)
     second = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30, start=command.lines.index(first.string) + 1)
     command.wait_for(r"the file .* ended", timeout=30)
+    # A chat bot's clip through the local control, after the host stopped talking.
+    mark = len(command.lines)
+    clip = write_wav(tmp_path / "bot.wav", voiced(0.8, pitch_hz=230), rate)
+    assert abs(ControlClient(f"http://127.0.0.1:{control}").speak(clip) - 0.8) < 0.01
+    bot = command.wait_for(r"turn finished \((\d+) ms\)", timeout=15, start=mark)
+    assert 700 <= int(bot.group(1)) <= 1100, command.output
     assert command.stop() == 0, command.output
     # Two utterances with a pause between: two turns, each about as long as what was said.
     for turn in (first, second):
         assert 1400 <= int(turn.group(1)) <= 2600, command.output
     stream = decode_stream(capture.bytes_since(), keep_images=False)
     runs = speech_runs(stream.audio, stream.audio_rate)
-    assert len(runs) == 2, runs
-    assert all(1.2 < end - begin < 2.0 for begin, end in runs), runs
-    assert 1.2 < runs[1][0] - runs[0][1] < 2.0, runs
+    assert len(runs) == 3, runs
+    assert all(1.2 < end - begin < 2.0 for begin, end in runs[:2]), runs
+    assert 0.9 < runs[1][0] - runs[0][1] < 2.1, runs  # the host's pause (1.5 s), give or take turn start-up
+    assert 0.6 < runs[2][1] - runs[2][0] < 1.0, runs
 
 
-def test_rtmp_publishes_h264_and_aac_of_the_right_duration(node, start, nginx):
-    command = start(
-        "--target", node.target, "--rtmp", nginx.url("readback"), "--size", SIZE,
-        "--say", "Recording through the relay.", "--duration", "6",
-    )
+def test_rtmp_publishes_h264_and_aac_of_the_right_duration(start, nginx, tmp_path):
+    # No --target: the command runs its own node, as a host trying it first would.
+    clip = write_wav(tmp_path / "clip.wav", voiced(1.5), 48_000)
+    command = start("--rtmp", nginx.url("readback"), "--size", SIZE, "--speak", str(clip), "--duration", "8")
     assert command.finish() == 0, command.output
+    assert "starting a local node" in command.output
     sent = frames_published(command.output)
     time.sleep(0.5)  # nginx closes the recording when the publisher leaves
     records = sorted(nginx.records.glob("readback*.flv"))
@@ -175,7 +211,8 @@ def test_rtmp_publishes_h264_and_aac_of_the_right_duration(node, start, nginx):
     audio_s = len(stream.audio) / stream.audio_rate
     assert abs(audio_s - video_s) < 0.1, (audio_s, video_s)
     assert abs(stream.video_pts[-1] - stream.video_pts[0] + 1 / FPS - video_s) < 0.01
-    assert len(speech_runs(stream.audio, stream.audio_rate)) >= 1
+    runs = speech_runs(stream.audio, stream.audio_rate)
+    assert len(runs) == 1 and 1.3 < runs[0][1] - runs[0][0] < 1.8, runs  # the clip, said once
 
 
 def test_a_node_that_stalls_mid_session_is_bridged_and_rejoined_at_a_keyframe(start, udp_capture):

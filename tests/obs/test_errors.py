@@ -100,7 +100,7 @@ def test_a_second_command_on_the_same_udp_port(node, start):
         (["--image", "/no/such/photo.jpg"], "no such image file: /no/such/photo.jpg"),
         (["--speak", "/no/such/speech.wav"], "no such audio file: /no/such/speech.wav"),
         (["--mic", "alsa:no-such-device"], "cannot open the alsa device 'no-such-device'"),
-        (["--mic", "nowhere:device"], "neither an audio file nor FORMAT:DEVICE"),
+        (["--mic", "nowhere:device"], "neither an audio file nor a device"),
         (["--buttons", "interrupt,dance"], "unknown button 'dance'"),
     ],
 )

@@ -63,6 +63,7 @@ class FeedWatchdog:
         window_s: float = 6.0,
         grace_s: float = 8.0,
         max_backoff_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._look = look
         self._repair = repair
@@ -72,14 +73,15 @@ class FeedWatchdog:
         self.grace_s = grace_s
         self._max_backoff_s = max_backoff_s
         self.stats = HealthStats()
+        self._clock = clock
         self._seen: collections.deque[Observation] = collections.deque()
-        self._quiet_until = time.monotonic() + grace_s
+        self._quiet_until = clock() + grace_s
         self._failed_repairs = 0
 
     def restart_grace(self) -> None:
         """Forget what was seen and judge again only after the grace period (the stream was reopened)."""
         self._seen.clear()
-        self._quiet_until = time.monotonic() + self.grace_s
+        self._quiet_until = self._clock() + self.grace_s
 
     async def run(self) -> None:
         while True:
@@ -93,7 +95,7 @@ class FeedWatchdog:
     async def check(self) -> str:
         """One observation; repairs if the verdict is dead. Returns the verdict."""
         rgb, state = await self._look()
-        now = time.monotonic()
+        now = self._clock()
         self.stats.checks += 1
         self._seen.append(Observation(now, thumbnail(rgb), state))
         while self._seen and self._seen[0].at < now - self.window_s - self.interval_s:

@@ -18,7 +18,7 @@ from avatar_client import Notice, TurnEvent, TurnKind, read_audio_file
 from .control import ControlError, ControlServer
 from .drivers import AudioCapture, AudioInput, MicrophoneDriver, VoiceGate, open_capture
 from .errors import NodeUnavailable, SetupError
-from .feed import FeedFormat, SessionRequest, node_opener
+from .feed import FeedFormat, SessionRequest, SourceOpener, node_opener
 from .health import FeedWatchdog
 from .idle import IdleFrames, still_from_photo
 from .obs_link import ObsLink
@@ -52,6 +52,9 @@ class AppConfig:
     control_host: str = "127.0.0.1"
     control_port: int | None = None
     duration_s: float | None = None
+    #: Where frames come from instead of a node over gRPC (e.g. an in-process pipeline); it
+    #: must produce `request`'s size and frame rate. With it, `target` is not used.
+    open_source: SourceOpener | None = None
 
 
 class AvatarObs:
@@ -101,20 +104,30 @@ class AvatarObs:
                         await self.control.start()
                     except ControlError as error:
                         raise SetupError(str(error)) from None
-                    log.info("control: http://%s:%d (POST /say, /speak, /interrupt, /behaviour; GET /status)",
-                             config.control_host, self.control.port)
-                target = config.target
-                if target is None:
-                    node = await asyncio.to_thread(start_local_node, config.request.engine)
-                    target = node.target
-                await self._stream(target)
+                    log.info(
+                        "control: http://%s:%d (POST /say, /speak, /interrupt, /behaviour; GET /status)",
+                        config.control_host,
+                        self.control.port,
+                    )
+                if config.open_source is not None:
+                    await self._stream(config.open_source, "the avatar source")
+                else:
+                    target = config.target
+                    if target is None:
+                        node = await asyncio.to_thread(start_local_node, config.request.engine)
+                        target = node.target
+                    describe = f"the node at {target}" if config.target else "the local node"
+                    opener = node_opener(target, config.token, config.request, self._on_turn, self._on_notice)
+                    await self._stream(opener, describe)
             finally:
                 await self._shutdown(node)
 
     async def _setup_obs(self) -> None:
         config = self.config
         assert config.obs is not None and config.source is not None
-        self.obs = ObsLink(config.obs, config.source, on_action=None if config.setup_only else self._obs_action)
+        self.obs = ObsLink(
+            config.obs, config.source, on_action=None if config.setup_only else self._obs_action
+        )
         try:
             result = await self.obs.connect()
         except ObsError as error:
@@ -126,34 +139,41 @@ class AvatarObs:
                 ", ".join(repr(f"{config.source.name}: {a}") for a in result.buttons.values()),
             )
 
-    async def _stream(self, target: str) -> None:
+    async def _stream(self, open_source: SourceOpener, describe_source: str) -> None:
         config = self.config
-        describe_node = f"the node at {target}" if config.target else "the local node"
         still = still_from_photo(config.request.image, self.format.width, self.format.height)
         keyframe_interval = max(1, round(config.request.fps * config.request.keyframe_seconds))
         self.timeline = LiveTimeline(
-            node_opener(target, config.token, config.request, self._on_turn, self._on_notice),
+            open_source,
             self.format,
             IdleFrames(self.format, still, keyframe_interval),
-            describe_node=describe_node,
+            describe_node=describe_source,
         )
         loop = asyncio.get_running_loop()
 
         def connected(count: int) -> None:  # on the publisher thread
             loop.call_soon_threadsafe(self._on_publisher_connected, count)
 
-        self.publisher = StreamPublisher(config.destination, self.format, pictures=self.pictures, on_connected=connected)
+        self.publisher = StreamPublisher(
+            config.destination, self.format, pictures=self.pictures, on_connected=connected
+        )
         self.publisher.start()
         log.info(
             "publishing %s: %dx%d at %g fps, a keyframe every %.1f s",
-            config.destination.describe(), self.format.width, self.format.height, self.format.fps,
+            config.destination.describe(),
+            self.format.width,
+            self.format.height,
+            self.format.fps,
             config.request.keyframe_seconds,
         )
         pump = asyncio.create_task(self._pump(), name="avatar-obs-pump")
         self._tasks.append(pump)
         if self.obs is not None and config.repair in ("both", "watchdog") and config.watchdog_interval_s > 0:
             self.watchdog = FeedWatchdog(
-                self.obs.look, self.obs.reapply, self.pictures, interval_s=config.watchdog_interval_s,
+                self.obs.look,
+                self.obs.reapply,
+                self.pictures,
+                interval_s=config.watchdog_interval_s,
                 window_s=3 * config.watchdog_interval_s,
             )
             self._tasks.append(asyncio.create_task(self.watchdog.run(), name="avatar-obs-watchdog"))
@@ -279,7 +299,11 @@ class AvatarObs:
         elif event.kind == TurnKind.FINISHED:
             how = f"interrupted after {event.played_ms} ms" if event.interrupted else f"{event.played_ms} ms"
             log.info("turn finished (%s)", how)
-        self.last_turn = {"kind": event.kind.value, "interrupted": event.interrupted, "played_ms": event.played_ms}
+        self.last_turn = {
+            "kind": event.kind.value,
+            "interrupted": event.interrupted,
+            "played_ms": event.played_ms,
+        }
 
     def _on_notice(self, notice: Notice) -> None:
         log.warning("the node says: %s", notice.message)
@@ -375,7 +399,9 @@ def start_local_node(engine: str) -> Any:
     try:
         from avatar_node.server import NodeConfig, start_background_node
     except ImportError as error:
-        raise SetupError(f"no --target given and no in-process node available ({error}); pass --target HOST:PORT") from None
+        raise SetupError(
+            f"no --target given and no in-process node available ({error}); pass --target HOST:PORT"
+        ) from None
     log.info("starting a local node (pass --target HOST:PORT to use a running one)")
     return start_background_node(
         NodeConfig(host="127.0.0.1", port=0, engine=engine or "portrait", max_sessions=1, auth_token=None)

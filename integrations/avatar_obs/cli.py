@@ -1,9 +1,9 @@
 """`avatar obs`: the avatar as a live source for OBS (MPEG-TS over UDP), or straight to RTMP.
 
-    avatar obs --setup                              # local node, sample photo, OBS on localhost:4455
-    avatar obs --setup --image me.jpg --mic         # the host's microphone drives the avatar
-    avatar obs --target 10.0.0.5:50051 --avatar-id ID --control-port 9555
-    avatar obs --rtmp rtmp://127.0.0.1/live/avatar --setup
+avatar obs --setup                              # local node, sample photo, OBS on localhost:4455
+avatar obs --setup --image me.jpg --mic         # the host's microphone drives the avatar
+avatar obs --target 10.0.0.5:50051 --avatar-id ID --control-port 9555
+avatar obs --rtmp rtmp://127.0.0.1/live/avatar --setup
 """
 
 from __future__ import annotations
@@ -68,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         "set up its Media Source in OBS, and let a microphone, a chat bot or hotkeys drive it.",
     )
     node = parser.add_argument_group("the avatar")
-    node.add_argument("--target", metavar="HOST:PORT", help="the node to use (default: start one in this process)")
-    node.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (default: $AVATAR_TOKEN)")
+    node.add_argument(
+        "--target", metavar="HOST:PORT", help="the node to use (default: start one in this process)"
+    )
+    node.add_argument(
+        "--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (default: $AVATAR_TOKEN)"
+    )
     who = node.add_mutually_exclusive_group()
     who.add_argument("--image", type=Path, help="reference photo (default: the bundled sample portrait)")
     who.add_argument("--avatar-id", default="", help="a photo prepared on the node (`avatar prepare`)")
@@ -80,46 +84,101 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("where the stream goes")
     where = out.add_mutually_exclusive_group()
-    where.add_argument("--udp", type=_udp, metavar="[HOST:]PORT", help=f"MPEG-TS over UDP (default {DEFAULT_UDP})")
-    where.add_argument("--rtmp", metavar="URL", help="publish to an RTMP server instead, e.g. rtmp://127.0.0.1/live/avatar")
+    where.add_argument(
+        "--udp", type=_udp, metavar="[HOST:]PORT", help=f"MPEG-TS over UDP (default {DEFAULT_UDP})"
+    )
+    where.add_argument(
+        "--rtmp", metavar="URL", help="publish to an RTMP server instead, e.g. rtmp://127.0.0.1/live/avatar"
+    )
 
     obs = parser.add_argument_group("OBS (obs-websocket 5)")
-    obs.add_argument("--setup", action="store_true", help="create or update the avatar's Media Source in OBS, "
-                     "then keep watching it and repair a dead feed")
+    obs.add_argument(
+        "--setup",
+        action="store_true",
+        help="create or update the avatar's Media Source in OBS, "
+        "then keep watching it and repair a dead feed",
+    )
     obs.add_argument("--setup-only", action="store_true", help="set the source up and exit (no streaming)")
     obs.add_argument("--obs-host", help="default $OBS_WEBSOCKET_HOST or localhost")
     obs.add_argument("--obs-port", type=int, help="default $OBS_WEBSOCKET_PORT or 4455")
     obs.add_argument("--obs-password", help="default $OBS_WEBSOCKET_PASSWORD")
     obs.add_argument("--scene", default="", help="the scene to add the source to (default: the one on air)")
     obs.add_argument("--source-name", default="Avatar", help="the Media Source's name (default: Avatar)")
-    obs.add_argument("--placement", choices=PLACEMENTS, help="where the avatar goes on the canvas (new source: fit; "
-                     "an existing source keeps its layout unless this is given)")
-    obs.add_argument("--scale", type=float, default=0.45, help="corner placements: share of the canvas height")
+    obs.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        help="where the avatar goes on the canvas (new source: fit; "
+        "an existing source keeps its layout unless this is given)",
+    )
+    obs.add_argument(
+        "--scale", type=float, default=0.45, help="corner placements: share of the canvas height"
+    )
     obs.add_argument("--no-monitor", action="store_true", help="do not monitor the avatar's audio in OBS")
-    obs.add_argument("--buttons", default="interrupt," + ",".join(BEHAVIOURS[:2]),
-                     help="actions offered as hotkey-able hidden scene items (comma-separated; '' for none; "
-                     "default: interrupt,nod,smile)")
-    obs.add_argument("--obs-input", metavar="URL", help="what OBS opens, if not the stream itself (e.g. through a relay)")
-    obs.add_argument("--repair", choices=("both", "watchdog", "reconnect", "off"), default="both",
-                     help="how the command keeps OBS's feed alive: a screenshot watchdog, re-opening after the "
-                     "RTMP server returns, both (default) or neither")
-    obs.add_argument("--watchdog-interval", type=_positive, default=2.0, metavar="SECONDS",
-                     help="seconds between health checks (default 2; a dead feed is repaired after ~3 checks)")
+    obs.add_argument(
+        "--buttons",
+        default="interrupt," + ",".join(BEHAVIOURS[:2]),
+        help="actions offered as hotkey-able hidden scene items (comma-separated; '' for none; "
+        "default: interrupt,nod,smile)",
+    )
+    obs.add_argument(
+        "--obs-input", metavar="URL", help="what OBS opens, if not the stream itself (e.g. through a relay)"
+    )
+    obs.add_argument(
+        "--repair",
+        choices=("both", "watchdog", "reconnect", "off"),
+        default="both",
+        help="how the command keeps OBS's feed alive: a screenshot watchdog, re-opening after the "
+        "RTMP server returns, both (default) or neither",
+    )
+    obs.add_argument(
+        "--watchdog-interval",
+        type=_positive,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between health checks (default 2; a dead feed is repaired after ~3 checks)",
+    )
 
     drive = parser.add_argument_group("what makes the avatar speak")
-    drive.add_argument("--mic", nargs="?", const="", default=None, metavar="DEVICE_OR_FILE",
-                       help="the host's microphone drives the avatar; optionally FORMAT:DEVICE (alsa:hw:1, "
-                       "avfoundation::1, 'dshow:audio=Mic') or an audio file played as a microphone")
-    drive.add_argument("--mic-threshold", type=float, default=-45.0, metavar="DBFS",
-                       help="level that counts as speech (default -45 dBFS)")
-    drive.add_argument("--say", action="append", default=[], metavar="TEXT", help="say TEXT once the avatar is live")
-    drive.add_argument("--speak", action="append", default=[], type=Path, metavar="AUDIO",
-                       help="say an audio file once the avatar is live")
-    drive.add_argument("--control-port", type=int, metavar="PORT",
-                       help="serve a local HTTP control (say/speak/interrupt/behaviour/status) for chat bots")
-    drive.add_argument("--control-host", default="127.0.0.1", help="address for --control-port (default 127.0.0.1)")
+    drive.add_argument(
+        "--mic",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DEVICE_OR_FILE",
+        help="the host's microphone drives the avatar; optionally FORMAT:DEVICE (alsa:hw:1, "
+        "avfoundation::1, 'dshow:audio=Mic') or an audio file played as a microphone",
+    )
+    drive.add_argument(
+        "--mic-threshold",
+        type=float,
+        default=-45.0,
+        metavar="DBFS",
+        help="level that counts as speech (default -45 dBFS)",
+    )
+    drive.add_argument(
+        "--say", action="append", default=[], metavar="TEXT", help="say TEXT once the avatar is live"
+    )
+    drive.add_argument(
+        "--speak",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="AUDIO",
+        help="say an audio file once the avatar is live",
+    )
+    drive.add_argument(
+        "--control-port",
+        type=int,
+        metavar="PORT",
+        help="serve a local HTTP control (say/speak/interrupt/behaviour/status) for chat bots",
+    )
+    drive.add_argument(
+        "--control-host", default="127.0.0.1", help="address for --control-port (default 127.0.0.1)"
+    )
 
-    parser.add_argument("--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS (default: run until Ctrl+C)")
+    parser.add_argument(
+        "--duration", type=_positive, metavar="SECONDS", help="stop after SECONDS (default: run until Ctrl+C)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="more detail")
     return parser
 
@@ -130,8 +189,13 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         raise SetupError("--fps must be between 0 and 60")
     image = load_image(args.image) if args.image else (None if args.avatar_id else sample_image())
     request = SessionRequest(
-        image=image, avatar_id=args.avatar_id, engine=args.engine, voice=args.voice,
-        width=width, height=height, fps=args.fps,
+        image=image,
+        avatar_id=args.avatar_id,
+        engine=args.engine,
+        voice=args.voice,
+        width=width,
+        height=height,
+        fps=args.fps,
     )
     if args.rtmp:
         destination = rtmp_destination(args.rtmp)
@@ -150,8 +214,14 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         else:
             input_url, input_format = obs_input_url(destination.url)
         source = SourceSpec(
-            name=args.source_name, input_url=input_url, input_format=input_format, scene=args.scene,
-            placement=args.placement, scale=args.scale, monitor=not args.no_monitor, buttons=buttons,
+            name=args.source_name,
+            input_url=input_url,
+            input_format=input_format,
+            scene=args.scene,
+            placement=args.placement,
+            scale=args.scale,
+            monitor=not args.no_monitor,
+            buttons=buttons,
         )
     for path in args.speak:
         if not path.is_file():

@@ -25,8 +25,15 @@ from typing import Any, Awaitable, Callable, Protocol
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class ControlError(Exception):
@@ -111,7 +118,8 @@ class ControlServer:
             body = json.dumps(reply).encode()
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
             )
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
@@ -132,7 +140,9 @@ class ControlServer:
         if handler is None:
             if any(p == path for _, p in routes):
                 raise ControlError(f"{request.method} is not allowed on {path}", 405)
-            raise ControlError(f"no such control: {path} (try /say, /speak, /interrupt, /behaviour, /status)", 404)
+            raise ControlError(
+                f"no such control: {path} (try /say, /speak, /interrupt, /behaviour, /status)", 404
+            )
         return await handler(request)
 
     async def _say(self, request: _Request) -> dict[str, Any]:
@@ -227,7 +237,9 @@ class ControlClient:
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/status")
 
-    def _call(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = ""
+    ) -> dict[str, Any]:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
@@ -243,5 +255,6 @@ class ControlClient:
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise ControlError(
-                f"cannot reach the avatar at {self.url} ({reason}); is `avatar obs --control-port` running?", 503
+                f"cannot reach the avatar at {self.url} ({reason}); is `avatar obs --control-port` running?",
+                503,
             ) from None

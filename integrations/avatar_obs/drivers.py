@@ -48,7 +48,11 @@ class AudioInput:
     def describe(self) -> str:
         if self.format == PULSE:
             return f"PulseAudio source {self.url!r}" if self.url else "default PulseAudio source"
-        return f"{self.format} device {self.url!r}" if self.format else f"file {self.url} (played as a microphone)"
+        return (
+            f"{self.format} device {self.url!r}"
+            if self.format
+            else f"file {self.url} (played as a microphone)"
+        )
 
 
 def default_microphone() -> AudioInput:
@@ -108,14 +112,22 @@ class PulseCapture:
 
     def __init__(self, source: AudioInput) -> None:
         self.source = source
-        command = ["parec", "--raw", "--format=s16le", f"--rate={CAPTURE_RATE}", "--channels=1",
-                   f"--latency-msec={round(CHUNK_S * 1000)}"]
+        command = [
+            "parec",
+            "--raw",
+            "--format=s16le",
+            f"--rate={CAPTURE_RATE}",
+            "--channels=1",
+            f"--latency-msec={round(CHUNK_S * 1000)}",
+        ]
         if source.url:
             command += ["--device", source.url]
         try:
             self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as error:
-            raise OSError(f"cannot run parec for the {source.describe()}: {error.strerror or error}") from None
+            raise OSError(
+                f"cannot run parec for the {source.describe()}: {error.strerror or error}"
+            ) from None
         try:
             self._process.wait(0.5)  # a wrong source or no sound server ends it at once
         except subprocess.TimeoutExpired:
@@ -296,7 +308,9 @@ class MicrophoneDriver:
                     log.info("the %s ended", self.source.describe())
                     return
                 if isinstance(item, BaseException):  # the device went away: the stream goes on
-                    self._on_error(f"the {self.source.describe()} stopped ({item}); the avatar goes on without it")
+                    self._on_error(
+                        f"the {self.source.describe()} stopped ({item}); the avatar goes on without it"
+                    )
                     return
                 send, ends = self.gate.feed(item)
                 for piece in send:
@@ -311,7 +325,9 @@ class MicrophoneDriver:
             await asyncio.to_thread(reader.join, 1.0)
 
 
-def _put_latest(queue: "asyncio.Queue[np.ndarray | BaseException | None]", item: np.ndarray | BaseException | None) -> None:
+def _put_latest(
+    queue: "asyncio.Queue[np.ndarray | BaseException | None]", item: np.ndarray | BaseException | None
+) -> None:
     if queue.full():  # the loop is far behind: old microphone audio is worthless
         queue.get_nowait()
     queue.put_nowait(item)

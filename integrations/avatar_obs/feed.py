@@ -206,4 +206,3 @@ def node_opener(
         return await NodeSource.open(target, token, request, on_turn, on_notice)
 
     return open_source
-

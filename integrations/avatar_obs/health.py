@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 FROZEN_MAX_DIFFERENCE = 2
 #: ...while at least this share of pixels changed visibly in what we sent.
 SENT_CHANGED_ABOVE = 0.005
-DEAD_STATES = frozenset({"OBS_MEDIA_STATE_ENDED", "OBS_MEDIA_STATE_STOPPED", "OBS_MEDIA_STATE_ERROR", "OBS_MEDIA_STATE_NONE"})
+DEAD_STATES = frozenset(
+    {"OBS_MEDIA_STATE_ENDED", "OBS_MEDIA_STATE_STOPPED", "OBS_MEDIA_STATE_ERROR", "OBS_MEDIA_STATE_NONE"}
+)
 
 
 @dataclass
@@ -131,8 +133,11 @@ class FeedWatchdog:
     async def _do_repair(self, verdict: str, now: float) -> None:
         self.stats.repairs += 1
         self.stats.last_repair_reason = verdict.removeprefix("dead: ")
-        log.warning("OBS feed looks dead (%s); re-applying the source settings (repair %d)",
-                    self.stats.last_repair_reason, self.stats.repairs)
+        log.warning(
+            "OBS feed looks dead (%s); re-applying the source settings (repair %d)",
+            self.stats.last_repair_reason,
+            self.stats.repairs,
+        )
         await self._repair()
         self._failed_repairs += 1
         backoff = min(self.grace_s * 2 ** (self._failed_repairs - 1), self._max_backoff_s)

@@ -136,7 +136,9 @@ class ObsLink:
         if action is None:
             return
         item_id = int(event.scene_item_id)
-        self._dispatch({"action": _button_action(action), **_button_args(action)}, release=(setup.scene, item_id))
+        self._dispatch(
+            {"action": _button_action(action), **_button_args(action)}, release=(setup.scene, item_id)
+        )
 
     def _on_custom_event(self, event: Any) -> None:
         payload = getattr(event, "avatar", None)

@@ -163,7 +163,11 @@ class ObsSource:
 
     def _single_item(self, scene: str, source: str) -> tuple[int, int]:
         """The one scene item showing `source` in `scene` (added if missing, extras removed)."""
-        items = [i for i in self.obs.request("GetSceneItemList", {"sceneName": scene})["sceneItems"] if i["sourceName"] == source]
+        items = [
+            i
+            for i in self.obs.request("GetSceneItemList", {"sceneName": scene})["sceneItems"]
+            if i["sourceName"] == source
+        ]
         if not items:
             reply = self.obs.request(
                 "CreateSceneItem", {"sceneName": scene, "sourceName": source, "sceneItemEnabled": True}
@@ -186,7 +190,9 @@ class ObsSource:
             vertical, horizontal = placement.split("-")
             x = canvas_w - margin if horizontal == "right" else float(margin)
             y = canvas_h - margin if vertical == "bottom" else float(margin)
-            alignment = (_RIGHT if horizontal == "right" else _LEFT) | (_BOTTOM if vertical == "bottom" else _TOP)
+            alignment = (_RIGHT if horizontal == "right" else _LEFT) | (
+                _BOTTOM if vertical == "bottom" else _TOP
+            )
         self.obs.request(
             "SetSceneItemTransform",
             {
@@ -222,7 +228,9 @@ class ObsSource:
             )
             return int(reply["sceneItemId"])
         item_id, _ = self._single_item(scene, name)
-        self.obs.request("SetSceneItemEnabled", {"sceneName": scene, "sceneItemId": item_id, "sceneItemEnabled": False})
+        self.obs.request(
+            "SetSceneItemEnabled", {"sceneName": scene, "sceneItemId": item_id, "sceneItemEnabled": False}
+        )
         return item_id
 
     def _colour_kind(self) -> str:
@@ -262,7 +270,9 @@ class ObsSource:
     def release_button(self, scene: str, item_id: int) -> None:
         """Hide a pressed button again so the next press triggers again."""
         try:
-            self.obs.request("SetSceneItemEnabled", {"sceneName": scene, "sceneItemId": item_id, "sceneItemEnabled": False})
+            self.obs.request(
+                "SetSceneItemEnabled", {"sceneName": scene, "sceneItemId": item_id, "sceneItemEnabled": False}
+            )
         except ObsRequestError:
             pass  # the host removed it meanwhile
 

@@ -88,7 +88,9 @@ def _connect_error(address: ObsAddress, error: BaseException) -> ObsError:
             )
         return ObsError(f"{where}: {text}")
     if isinstance(error, (KeyError, TypeError)):
-        return ObsError(f"{where} speaks an older obs-websocket protocol; this needs OBS 28 or newer (obs-websocket 5)")
+        return ObsError(
+            f"{where} speaks an older obs-websocket protocol; this needs OBS 28 or newer (obs-websocket 5)"
+        )
     if isinstance(error, OSError):
         return ObsError(f"cannot reach {where}: {error.strerror or error}; check --obs-host/--obs-port")
     return ObsError(f"cannot talk to {where}: {error}")
@@ -162,10 +164,16 @@ class ObsGone(ObsError):
 class ObsEvents:
     """A second connection that receives events; handlers run on the SDK's reader thread."""
 
-    def __init__(self, address: ObsAddress, subscriptions: int, handlers: dict[str, Callable[[Any], None]]) -> None:
+    def __init__(
+        self, address: ObsAddress, subscriptions: int, handlers: dict[str, Callable[[Any], None]]
+    ) -> None:
         try:
             self._client = obsws_python.EventClient(
-                host=address.host, port=address.port, password=address.password, subs=subscriptions, timeout=5.0
+                host=address.host,
+                port=address.port,
+                password=address.password,
+                subs=subscriptions,
+                timeout=5.0,
             )
         except Exception as error:
             raise _connect_error(address, error) from None

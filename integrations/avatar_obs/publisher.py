@@ -266,7 +266,9 @@ def error_text(error: BaseException) -> str:
 class _Muxer:
     """One open output: video copied through, audio encoded to AAC, both on the frame clock."""
 
-    def __init__(self, destination: Destination, fmt: FeedFormat, audio_bitrate: int, first_keyframe: bytes) -> None:
+    def __init__(
+        self, destination: Destination, fmt: FeedFormat, audio_bitrate: int, first_keyframe: bytes
+    ) -> None:
         self._fmt = fmt
         self._time_base = Fraction(1, fmt.clock_rate)
         # flush_packets: each frame goes out as it is muxed. max_interleave_delta: if one track
@@ -342,4 +344,3 @@ class _Muxer:
                 self._container.close()
             except (av.error.FFmpegError, OSError):
                 pass
-

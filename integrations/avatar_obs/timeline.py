@@ -139,7 +139,8 @@ class LiveTimeline:
                         self.stats.outages += 1
                         log.warning(
                             "no frames from %s for %.1f s; showing a still picture until it is back",
-                            self._describe_node, self._stall_s,
+                            self._describe_node,
+                            self._stall_s,
                         )
                         self._idle.hold(last_keyframe)
                         next_idle_at = time.monotonic()

@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 def require(*binaries: str) -> None:
     missing = [b for b in binaries if shutil.which(b) is None]
     if missing:
-        reason = f"{', '.join(missing)} not installed (apt-get install obs-studio xvfb nginx libnginx-mod-rtmp)"
+        reason = (
+            f"{', '.join(missing)} not installed (apt-get install obs-studio xvfb nginx libnginx-mod-rtmp)"
+        )
         if IN_CI:
             pytest.fail(reason)
         pytest.skip(reason)
@@ -103,7 +105,9 @@ def start_xvfb(workdir: Path) -> tuple[subprocess.Popen, str]:
     read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=open(workdir / "xvfb.log", "wb"),
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "xvfb.log", "wb"),
     )
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
@@ -125,12 +129,20 @@ def obs_studio() -> Iterator[ObsStudio]:
         canvas = (640, 360)
         _obs_config(home, port, password, canvas)
         xvfb, display = start_xvfb(home)
-        env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime), "DISPLAY": display,
-               "XDG_CONFIG_HOME": str(home / ".config")}
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "XDG_RUNTIME_DIR": str(runtime),
+            "DISPLAY": display,
+            "XDG_CONFIG_HOME": str(home / ".config"),
+        }
         env.pop("OBS_WEBSOCKET_PASSWORD", None)
         obs = subprocess.Popen(
             ["obs", "--multi", "--disable-updater", "--disable-shutdown-check"],
-            cwd=home, env=env, stdout=open(home / "obs.log", "wb"), stderr=subprocess.STDOUT,
+            cwd=home,
+            env=env,
+            stdout=open(home / "obs.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         address = ObsAddress("127.0.0.1", port, password)
         try:
@@ -164,8 +176,14 @@ class NginxRtmp:
         self.records.mkdir()
         (workdir / "logs").mkdir()
         module = next(
-            (p for p in ("/usr/lib/nginx/modules/ngx_rtmp_module.so", "/usr/share/nginx/modules/ngx_rtmp_module.so")
-             if Path(p).exists()),
+            (
+                p
+                for p in (
+                    "/usr/lib/nginx/modules/ngx_rtmp_module.so",
+                    "/usr/share/nginx/modules/ngx_rtmp_module.so",
+                )
+                if Path(p).exists()
+            ),
             None,
         )
         if module is None:
@@ -190,7 +208,8 @@ class NginxRtmp:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["nginx", "-c", str(self.conf), "-p", str(self.dir) + "/"],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "logs" / "stderr.log", "ab"),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "logs" / "stderr.log", "ab"),
         )
         deadline = time.monotonic() + 10
         while True:
@@ -292,7 +311,10 @@ class Command:
 def run_avatar_obs(*args: str, env: dict[str, str] | None = None) -> Command:
     process = subprocess.Popen(
         [sys.executable, "-m", "avatar_client.cli", "obs", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     command = Command(process)
@@ -435,9 +457,13 @@ def decode_stream(data: bytes, fmt: str | None = "mpegts", keep_images: bool = T
                     samples = frame.to_ndarray()
                     audio.append(samples.mean(axis=0) if samples.ndim == 2 else samples)
     return Decoded(
-        video_pts, keyframes, images,
+        video_pts,
+        keyframes,
+        images,
         np.concatenate(audio).astype(np.float32) if audio else np.zeros(0, np.float32),
-        rate, audio_start or 0.0, codecs,
+        rate,
+        audio_start or 0.0,
+        codecs,
     )
 
 
@@ -550,7 +576,9 @@ class PulseAudio:
     mic: str = "host_mic"
 
     def play(self, wav: Path) -> None:
-        subprocess.run(["pacat", "--file-format=wav", "-d", self.sink, str(wav)], env=self.env, check=True, timeout=60)
+        subprocess.run(
+            ["pacat", "--file-format=wav", "-d", self.sink, str(wav)], env=self.env, check=True, timeout=60
+        )
 
 
 @pytest.fixture
@@ -559,12 +587,26 @@ def pulse_audio(tmp_path: Path) -> Iterator[PulseAudio]:
     home = tmp_path / "pulse"
     runtime = home / "runtime"
     runtime.mkdir(parents=True, mode=0o700)
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime),
-           "PULSE_SERVER": f"unix:{runtime}/pulse/native"}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "PULSE_SERVER": f"unix:{runtime}/pulse/native",
+    }
     server = subprocess.Popen(
-        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n",
-         "-L", "module-native-protocol-unix", "-L", "module-always-sink"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(home / "pulseaudio.log", "wb"),
+        [
+            "pulseaudio",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "-n",
+            "-L",
+            "module-native-protocol-unix",
+            "-L",
+            "module-always-sink",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "pulseaudio.log", "wb"),
     )
     try:
         deadline = time.monotonic() + 15

@@ -34,7 +34,9 @@ def test_another_program_on_the_websocket_port(start):
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        line = refused(start, "--setup", "--obs-host", "127.0.0.1", "--obs-port", str(server.server_address[1]))
+        line = refused(
+            start, "--setup", "--obs-host", "127.0.0.1", "--obs-port", str(server.server_address[1])
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -45,7 +47,9 @@ def test_a_port_that_accepts_but_never_answers(start):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        line = refused(start, "--setup", "--obs-host", "127.0.0.1", "--obs-port", str(silent.getsockname()[1]))
+        line = refused(
+            start, "--setup", "--obs-host", "127.0.0.1", "--obs-port", str(silent.getsockname()[1])
+        )
     assert "did not answer in time" in line
 
 
@@ -66,8 +70,16 @@ def test_a_scene_or_source_name_that_does_not_fit(obs_studio, start):
     obs = obs_studio.connect()
     try:
         scene = obs.request("GetSceneList")["currentProgramSceneName"]
-        obs.request("CreateInput", {"sceneName": scene, "inputName": "Taken name", "inputKind": "color_source_v3",
-                                    "inputSettings": {}, "sceneItemEnabled": False})
+        obs.request(
+            "CreateInput",
+            {
+                "sceneName": scene,
+                "inputName": "Taken name",
+                "inputKind": "color_source_v3",
+                "inputSettings": {},
+                "sceneItemEnabled": False,
+            },
+        )
         line = refused(start, *where, "--source-name", "Taken name", env=env)
         assert "already has a source named 'Taken name' of another kind" in line and "--source-name" in line
     finally:
@@ -80,8 +92,15 @@ def test_control_port_in_use(node, start):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = refused(start, "--target", node.target, "--udp", str(free_port(socket.SOCK_DGRAM)),
-                       "--control-port", str(port))
+        line = refused(
+            start,
+            "--target",
+            node.target,
+            "--udp",
+            str(free_port(socket.SOCK_DGRAM)),
+            "--control-port",
+            str(port),
+        )
     assert f"cannot listen for control requests on 127.0.0.1:{port}" in line and "--control-port" in line
 
 
@@ -117,12 +136,23 @@ def test_a_url_that_is_not_rtmp(node, start):
 def test_a_photo_the_node_refuses_stops_the_command(node, start, tmp_path):
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("these are not pixels")
-    line = refused(start, "--target", node.target, "--udp", str(free_port(socket.SOCK_DGRAM)), "--image", str(not_a_photo))
+    line = refused(
+        start,
+        "--target",
+        node.target,
+        "--udp",
+        str(free_port(socket.SOCK_DGRAM)),
+        "--image",
+        str(not_a_photo),
+    )
     assert "could not be read as a picture" in line
 
 
 def test_without_the_obs_extra_the_command_says_how_to_get_it():
-    code = "import sys; sys.modules['obsws_python'] = None; from avatar_client.cli import main; sys.exit(main(['obs', '--setup']))"
+    code = (
+        "import sys; sys.modules['obsws_python'] = None; "  # as if the extra were not installed
+        "from avatar_client.cli import main; sys.exit(main(['obs', '--setup']))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == (

@@ -29,8 +29,13 @@ class Scene:
         self.repaired_at: list[float] = []
         self.pictures = SentPictures(every_s=0)
         self.watchdog = FeedWatchdog(
-            self.look, self.repair, self.pictures, interval_s=INTERVAL, window_s=3 * INTERVAL,
-            grace_s=4 * INTERVAL, clock=lambda: self.now,
+            self.look,
+            self.repair,
+            self.pictures,
+            interval_s=INTERVAL,
+            window_s=3 * INTERVAL,
+            grace_s=4 * INTERVAL,
+            clock=lambda: self.now,
         )
 
     async def look(self) -> tuple[np.ndarray, str]:

@@ -47,10 +47,14 @@ async def test_cancelling_the_command_mid_speech_and_again_while_it_cleans_up(no
     assert await until(sessions_idle, 10), "another test left a session open"
     destination = udp_destination("127.0.0.1", free_port(socket.SOCK_DGRAM))
     control_port = free_port()
-    app = AvatarObs(AppConfig(
-        request=SessionRequest(image=PHOTO, width=320, height=240), destination=destination,
-        target=node.target, control_port=control_port,
-    ))
+    app = AvatarObs(
+        AppConfig(
+            request=SessionRequest(image=PHOTO, width=320, height=240),
+            destination=destination,
+            target=node.target,
+            control_port=control_port,
+        )
+    )
     task = asyncio.create_task(app.run())
 
     async def speaking() -> bool:
@@ -79,8 +83,16 @@ async def test_cancelling_the_command_mid_speech_and_again_while_it_cleans_up(no
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_command_cleanly_while_it_waits_for_the_node(start, sig):
-    command = start("--target", f"127.0.0.1:{free_port()}", "--udp", str(free_port(socket.SOCK_DGRAM)),
-                    "--size", "320x240", "--say", "never said")
+    command = start(
+        "--target",
+        f"127.0.0.1:{free_port()}",
+        "--udp",
+        str(free_port(socket.SOCK_DGRAM)),
+        "--size",
+        "320x240",
+        "--say",
+        "never said",
+    )
     command.wait_for(r"cannot start a session")
     began = time.monotonic()
     command.process.send_signal(sig)

@@ -25,11 +25,21 @@ SIZE = "320x240"
 
 
 def obs_args(obs: ObsStudio, name: str) -> list[str]:
-    return ["--setup", "--obs-host", obs.address.host, "--obs-port", str(obs.address.port), "--source-name", name]
+    return [
+        "--setup",
+        "--obs-host",
+        obs.address.host,
+        "--obs-port",
+        str(obs.address.port),
+        "--source-name",
+        name,
+    ]
 
 
 def obs_env(obs: ObsStudio) -> dict[str, str]:
-    return {"OBS_WEBSOCKET_PASSWORD": obs.address.password}  # the password from the environment, as documented
+    return {
+        "OBS_WEBSOCKET_PASSWORD": obs.address.password
+    }  # the password from the environment, as documented
 
 
 def udp_input(port: int) -> str:
@@ -38,12 +48,16 @@ def udp_input(port: int) -> str:
 
 def grey(rgb: np.ndarray, width: int = 80) -> np.ndarray:
     height = round(rgb.shape[0] * width / rgb.shape[1])
-    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.resize(
+        cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (width, height), interpolation=cv2.INTER_AREA
+    ).astype(np.float32)
 
 
 def screenshot(obs: ObsConnection, source: str, width: int = 320) -> np.ndarray | None:
     try:
-        reply = obs.request("GetSourceScreenshot", {"sourceName": source, "imageFormat": "png", "imageWidth": width})
+        reply = obs.request(
+            "GetSourceScreenshot", {"sourceName": source, "imageFormat": "png", "imageWidth": width}
+        )
     except Exception:
         return None  # no picture yet
     return decode_data_uri(reply["imageData"])
@@ -96,8 +110,13 @@ def layout(obs: ObsConnection) -> list[tuple[Any, ...]]:
     """What a host arranged: items, order, visibility, position and bounds (not the live picture size)."""
     keys = ("positionX", "positionY", "alignment", "boundsType", "boundsWidth", "boundsHeight", "rotation")
     return [
-        (i["sourceName"], i["sceneItemId"], i["sceneItemIndex"], i["sceneItemEnabled"],
-         *(i["sceneItemTransform"][k] for k in keys))
+        (
+            i["sourceName"],
+            i["sceneItemId"],
+            i["sceneItemIndex"],
+            i["sceneItemEnabled"],
+            *(i["sceneItemTransform"][k] for k in keys),
+        )
         for i in scene_items(obs)
     ]
 
@@ -141,19 +160,32 @@ def obs(obs_studio: ObsStudio):
     connection.close()
 
 
-def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(obs_studio, obs, node, start, udp_capture, tmp_path):
+def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(
+    obs_studio, obs, node, start, udp_capture, tmp_path
+):
     name = "Avatar"
     obs_port = free_port(socket.SOCK_DGRAM)
     tee = udp_capture(forward_to=obs_port)  # OBS gets every datagram; a copy is decoded here
     control_port = free_port()
     command = start(
-        "--target", node.target, "--udp", f"127.0.0.1:{tee.port}", "--size", SIZE, *obs_args(obs_studio, name),
-        "--obs-input", udp_input(obs_port), "--control-port", str(control_port), env=obs_env(obs_studio),
+        "--target",
+        node.target,
+        "--udp",
+        f"127.0.0.1:{tee.port}",
+        "--size",
+        SIZE,
+        *obs_args(obs_studio, name),
+        "--obs-input",
+        udp_input(obs_port),
+        "--control-port",
+        str(control_port),
+        env=obs_env(obs_studio),
     )
     meters = Meters(obs_studio, name)
     try:
         command.wait_for(rf"created the media source '{name}'", timeout=20)
         began = time.monotonic()
+
         # Within a few seconds OBS shows the avatar: the very picture we sent (decoded here), a face.
         def matches_sent() -> tuple[np.ndarray, float] | None:
             shot = screenshot(obs, name)
@@ -171,7 +203,9 @@ def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(obs_studio
         first_picture_s = time.monotonic() - began
         assert has_face(shot)
         assert first_picture_s < 8, first_picture_s
-        print(f"OBS showed the avatar {first_picture_s:.1f} s after set-up (mean difference {difference:.1f} levels)")
+        print(
+            f"OBS showed the avatar {first_picture_s:.1f} s after set-up (mean difference {difference:.1f} levels)"
+        )
 
         # Sound: silence while idle, the speech while it speaks, silence again afterwards.
         time.sleep(2.5)
@@ -195,8 +229,17 @@ def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(obs_studio
 
         # Host triggers: a chat bot's custom event makes it speak; the interrupt button's hotkey stops it.
         mark = len(command.lines)
-        obs.request("BroadcastCustomEvent", {"eventData": {"avatar": {
-            "action": "say", "text": "This is a long sentence that the host will cut short with a hotkey."}}})
+        obs.request(
+            "BroadcastCustomEvent",
+            {
+                "eventData": {
+                    "avatar": {
+                        "action": "say",
+                        "text": "This is a long sentence that the host will cut short with a hotkey.",
+                    }
+                }
+            },
+        )
         command.wait_for(r"OBS trigger: say", start=mark)
         command.wait_for(r"turn started", start=mark)
         time.sleep(0.8)
@@ -232,13 +275,20 @@ def save_screenshot(obs_studio: ObsStudio, obs: ObsConnection, tmp_path: Path) -
     obs.request("TriggerHotkeyByName", {"hotkeyName": "OBSBasic.EnablePreview"})
     try:
         time.sleep(1.0)
-        with av.open(obs_studio.display, format="x11grab", options={"video_size": "1280x720", "draw_mouse": "0"}) as grab:
+        with av.open(
+            obs_studio.display, format="x11grab", options={"video_size": "1280x720", "draw_mouse": "0"}
+        ) as grab:
             frame = next(grab.decode(video=0)).to_ndarray(format="rgb24")
     finally:
         obs.request("TriggerHotkeyByName", {"hotkeyName": "OBSBasic.DisablePreview"})
-    window = frame[:, : 1080]  # OBS's window; the rest of the screen is empty
-    image = Image.fromarray(window).resize((720, 480), Image.LANCZOS).quantize(colors=128, method=Image.MEDIANCUT)
-    for path in [tmp_path / "obs-avatar.png", *([Path(os.environ["AVATAR_OBS_SCREENSHOT"])] if os.environ.get("AVATAR_OBS_SCREENSHOT") else [])]:
+    window = frame[:, :1080]  # OBS's window; the rest of the screen is empty
+    image = (
+        Image.fromarray(window).resize((720, 480), Image.LANCZOS).quantize(colors=128, method=Image.MEDIANCUT)
+    )
+    for path in [
+        tmp_path / "obs-avatar.png",
+        *([Path(os.environ["AVATAR_OBS_SCREENSHOT"])] if os.environ.get("AVATAR_OBS_SCREENSHOT") else []),
+    ]:
         image.save(path, optimize=True)
         assert path.stat().st_size < 150_000
 
@@ -277,8 +327,18 @@ def test_the_watchdog_repairs_a_feed_that_died_in_obs(obs_studio, obs, node, sta
     name = "Avatar watchdog"
     port = free_port(socket.SOCK_DGRAM)
     command = start(
-        "--target", node.target, "--udp", f"127.0.0.1:{port}", "--size", SIZE, *obs_args(obs_studio, name),
-        "--watchdog-interval", "1", "--buttons", "", env=obs_env(obs_studio),
+        "--target",
+        node.target,
+        "--udp",
+        f"127.0.0.1:{port}",
+        "--size",
+        SIZE,
+        *obs_args(obs_studio, name),
+        "--watchdog-interval",
+        "1",
+        "--buttons",
+        "",
+        env=obs_env(obs_studio),
     )
     try:
         command.wait_for(rf"created the media source '{name}'")
@@ -286,13 +346,20 @@ def test_the_watchdog_repairs_a_feed_that_died_in_obs(obs_studio, obs, node, sta
         # The feed dies inside OBS while the stream goes on (here: its input pointed elsewhere, as a
         # scene collection imported from another machine would); OBS still says it is playing.
         mark = len(command.lines)
-        obs.request("SetInputSettings", {"inputName": name, "inputSettings": {"input": udp_input(free_port(socket.SOCK_DGRAM))}})
+        obs.request(
+            "SetInputSettings",
+            {"inputName": name, "inputSettings": {"input": udp_input(free_port(socket.SOCK_DGRAM))}},
+        )
         time.sleep(2.0)
         assert not shows_live_avatar(obs, name, timeout=2), "the sabotage did not take"
         broke = time.monotonic()
         assert shows_live_avatar(obs, name, timeout=30), command.output
-        repair = command.wait_for(r"OBS feed looks dead \((.*)\); re-applying the source settings", timeout=1, start=mark)
-        print(f"repaired ({repair.group(1)}); live again {time.monotonic() - broke:.1f} s after it was seen dead")
+        repair = command.wait_for(
+            r"OBS feed looks dead \((.*)\); re-applying the source settings", timeout=1, start=mark
+        )
+        print(
+            f"repaired ({repair.group(1)}); live again {time.monotonic() - broke:.1f} s after it was seen dead"
+        )
     finally:
         assert command.stop() == 0, command.output
         remove_inputs(obs, name)
@@ -304,8 +371,19 @@ def test_the_watchdog_repairs_a_frozen_picture_that_obs_calls_playing(obs_studio
     name = "Avatar frozen"
     proxy = StallingProxy(nginx.port)  # OBS plays through it; the command publishes to nginx directly
     command = start(
-        "--target", node.target, "--rtmp", nginx.url("frozen"), "--size", SIZE, *obs_args(obs_studio, name),
-        "--obs-input", f"rtmp://127.0.0.1:{proxy.port}/live/frozen", "--watchdog-interval", "1", "--buttons", "",
+        "--target",
+        node.target,
+        "--rtmp",
+        nginx.url("frozen"),
+        "--size",
+        SIZE,
+        *obs_args(obs_studio, name),
+        "--obs-input",
+        f"rtmp://127.0.0.1:{proxy.port}/live/frozen",
+        "--watchdog-interval",
+        "1",
+        "--buttons",
+        "",
         env=obs_env(obs_studio),
     )
     try:
@@ -314,25 +392,41 @@ def test_the_watchdog_repairs_a_frozen_picture_that_obs_calls_playing(obs_studio
         mark = len(command.lines)
         proxy.stall()
         time.sleep(2.0)
-        assert obs.request("GetMediaInputStatus", {"inputName": name})["mediaState"] == "OBS_MEDIA_STATE_PLAYING"
+        assert (
+            obs.request("GetMediaInputStatus", {"inputName": name})["mediaState"] == "OBS_MEDIA_STATE_PLAYING"
+        )
         frozen = [grey(s) for s in (screenshot(obs, name), screenshot(obs, name)) if s is not None]
         assert len(frozen) == 2 and np.abs(frozen[0] - frozen[1]).max() <= 2, "the picture did not freeze"
         stalled = time.monotonic()
         assert shows_live_avatar(obs, name, timeout=30), command.output
         repair = command.wait_for(r"OBS feed looks dead \((.*)\); re-applying", timeout=1, start=mark)
         assert "frozen picture" in repair.group(1), repair.string
-        print(f"frozen feed repaired; live again {time.monotonic() - stalled:.1f} s after the relay went silent")
+        print(
+            f"frozen feed repaired; live again {time.monotonic() - stalled:.1f} s after the relay went silent"
+        )
     finally:
         assert command.stop() == 0, command.output
         proxy.close()
         remove_inputs(obs, name)
 
 
-def test_rtmp_through_nginx_plays_in_obs_and_comes_back_after_nginx_restarts(obs_studio, obs, node, start, nginx):
+def test_rtmp_through_nginx_plays_in_obs_and_comes_back_after_nginx_restarts(
+    obs_studio, obs, node, start, nginx
+):
     name = "Avatar rtmp"
     command = start(
-        "--target", node.target, "--rtmp", nginx.url("avatar"), "--size", SIZE, *obs_args(obs_studio, name),
-        "--repair", "reconnect", "--buttons", "", env=obs_env(obs_studio),
+        "--target",
+        node.target,
+        "--rtmp",
+        nginx.url("avatar"),
+        "--size",
+        SIZE,
+        *obs_args(obs_studio, name),
+        "--repair",
+        "reconnect",
+        "--buttons",
+        "",
+        env=obs_env(obs_studio),
     )
     try:
         command.wait_for(rf"created the media source '{name}'")

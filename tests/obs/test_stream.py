@@ -25,7 +25,9 @@ def frames_published(output: str) -> int:
     return int(re.search(r"stopped: (\d+) frames published", output).group(1))  # type: ignore[union-attr]
 
 
-def speech_runs(audio: np.ndarray, rate: int, window_s: float = 0.05, floor: float = 0.02) -> list[tuple[float, float]]:
+def speech_runs(
+    audio: np.ndarray, rate: int, window_s: float = 0.05, floor: float = 0.02
+) -> list[tuple[float, float]]:
     """(start, end) in seconds of the stretches where the audio is loud."""
     hop = round(rate * window_s)
     levels = np.array([np.sqrt(np.mean(audio[i : i + hop] ** 2)) for i in range(0, len(audio) - hop, hop)])
@@ -52,8 +54,16 @@ def speech_runs(audio: np.ndarray, rate: int, window_s: float = 0.05, floor: flo
 def test_udp_stream_has_constant_frame_rate_regular_keyframes_and_the_speech(node, start, udp_capture):
     capture = udp_capture()
     command = start(
-        "--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE,
-        "--say", "Hello everyone, welcome to the stream.", "--duration", "9",
+        "--target",
+        node.target,
+        "--udp",
+        f"127.0.0.1:{capture.port}",
+        "--size",
+        SIZE,
+        "--say",
+        "Hello everyone, welcome to the stream.",
+        "--duration",
+        "9",
     )
     command.wait_for(r"turn finished", timeout=30)
     joined_at = time.monotonic()
@@ -105,8 +115,14 @@ def test_node_unreachable_keeps_the_stream_alive_and_reconnects(start, udp_captu
     capture = udp_capture()
     port = free_port()
     command = start(
-        "--target", f"127.0.0.1:{port}", "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE,
-        "--say", "I am back.",
+        "--target",
+        f"127.0.0.1:{port}",
+        "--udp",
+        f"127.0.0.1:{capture.port}",
+        "--size",
+        SIZE,
+        "--say",
+        "I am back.",
     )
     command.wait_for(rf"cannot start a session on the node at 127\.0\.0\.1:{port}.*retrying", timeout=20)
     time.sleep(2.0)
@@ -142,8 +158,16 @@ def test_the_host_s_microphone_drives_the_avatar(node, start, udp_capture, pulse
     pause = np.zeros(round(1.5 * rate), np.int16)
     speech = np.concatenate([voiced(1.5), pause, voiced(1.5, pitch_hz=190)])
     capture = udp_capture()
-    command = start("--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE, "--mic",
-                    env=pulse_audio.env)  # the default microphone: the PulseAudio source the host set
+    command = start(
+        "--target",
+        node.target,
+        "--udp",
+        f"127.0.0.1:{capture.port}",
+        "--size",
+        SIZE,
+        "--mic",
+        env=pulse_audio.env,
+    )  # the default microphone: the PulseAudio source the host set
     command.wait_for(r"listening to the default PulseAudio source")
     time.sleep(0.5)
     pulse_audio.play(write_wav(tmp_path / "host.wav", speech, rate))  # the host talks
@@ -169,11 +193,23 @@ def test_a_file_played_as_the_microphone_drives_the_avatar(node, start, udp_capt
     wav = write_wav(tmp_path / "host.wav", speech, rate)
     capture = udp_capture()
     control = free_port()
-    command = start("--target", node.target, "--udp", f"127.0.0.1:{capture.port}", "--size", SIZE, "--mic", str(wav),
-                    "--control-port", str(control))
+    command = start(
+        "--target",
+        node.target,
+        "--udp",
+        f"127.0.0.1:{capture.port}",
+        "--size",
+        SIZE,
+        "--mic",
+        str(wav),
+        "--control-port",
+        str(control),
+    )
     command.wait_for(r"listening to the file")
     first = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30)
-    second = command.wait_for(r"turn finished \((\d+) ms\)", timeout=30, start=command.lines.index(first.string) + 1)
+    second = command.wait_for(
+        r"turn finished \((\d+) ms\)", timeout=30, start=command.lines.index(first.string) + 1
+    )
     command.wait_for(r"the file .* ended", timeout=30)
     # A chat bot's clip through the local control, after the host stopped talking.
     mark = len(command.lines)
@@ -221,7 +257,8 @@ def test_a_node_that_stalls_mid_session_is_bridged_and_rejoined_at_a_keyframe(st
     port = free_port()
     node = subprocess.Popen(
         [sys.executable, "-m", "avatar_node.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         capture = udp_capture()

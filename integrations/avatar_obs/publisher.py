@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import urllib.parse
@@ -196,6 +198,8 @@ class StreamPublisher:
 
     def _open(self, first: StreamFrame) -> "_Muxer | None":
         try:
+            if self.destination.connected:
+                check_rtmp_server(self.destination.url, NETWORK_TIMEOUT_S)
             return _Muxer(self.destination, self.format, self._audio_bitrate, first.encoded)
         except (av.error.FFmpegError, OSError, ValueError) as error:
             message = f"cannot open {self.destination.describe()}: {error_text(error)}"
@@ -255,6 +259,40 @@ def _probe(keyframe: bytes, fmt: FeedFormat) -> av.container.InputContainer:
         probe.close()
         raise ValueError("the first keyframe carries no SPS/PPS")
     return probe
+
+
+def check_rtmp_server(url: str, timeout: float) -> None:
+    """Connect and start the RTMP handshake with a time limit; raise OSError if the server is
+    unreachable or silent.
+
+    FFmpeg's RTMP connect and handshake run while holding Python's GIL and with no timeout: a
+    black-holed address or a server that accepts but never answers would freeze the whole
+    command (frames, controls, OBS watchdog), not just this thread. Checking here first keeps
+    those cases to a logged retry.
+    """
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "rtmps"
+    port = parts.port or (443 if secure else 1935)
+    with socket.create_connection((parts.hostname or "", port), timeout=timeout) as connection:
+        if secure:
+            return  # the TLS handshake comes first there; reaching the port is what can be checked
+        connection.settimeout(timeout)
+        # C0 (version 3) and C1 (time, zero, 1528 bytes of anything): a server answers S0 and S1.
+        connection.sendall(b"\x03" + bytes(8) + os.urandom(1528))
+        received = 0
+        deadline = time.monotonic() + timeout
+        while received < 1 + 1536:
+            connection.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = connection.recv(4096)
+            except socket.timeout:
+                data = None
+            if not data:
+                raise OSError(
+                    f"the server accepted the connection but did not answer the RTMP handshake within "
+                    f"{timeout:g} s (is it an RTMP server?)"
+                )
+            received += len(data)
 
 
 def error_text(error: BaseException) -> str:

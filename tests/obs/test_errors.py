@@ -10,6 +10,8 @@ import threading
 
 import pytest
 
+from avatar_obs import ControlClient
+
 from .conftest import free_port
 
 
@@ -158,3 +160,18 @@ def test_without_the_obs_extra_the_command_says_how_to_get_it():
     assert result.stderr.strip() == (
         "error: `avatar obs` needs the OBS extra (obsws_python is missing): pip install 'avatar-node[obs]'"
     )
+
+
+def test_an_rtmp_server_that_never_answers_does_not_freeze_the_command(node, start):
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        control = free_port()
+        command = start(
+            "--target", node.target, "--rtmp", f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/key",
+            "--size", "320x240", "--control-port", str(control),
+        )
+        command.wait_for(r"did not answer the RTMP handshake within 5 s.*retrying", timeout=20)
+        status = ControlClient(f"http://127.0.0.1:{control}", timeout=3).status()  # still responsive
+        assert status["node_connected"] and not status["stream_connected"], status
+        assert command.stop(timeout=15) == 0, command.output

@@ -3,6 +3,7 @@
     avatar say "Hello there" --image me.jpg -o hello.mp4
     avatar speak speech.wav --image me.jpg -o speech.mp4 --target 10.0.0.5:50051
     avatar info --target 10.0.0.5:50051
+    avatar obs --setup          # the avatar as a live source in OBS (the [obs] extra)
 
 Without --target an in-process node is started for the command and stopped afterwards.
 """
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("image", type=Path, metavar="IMAGE")
     prepare.add_argument("--engine", default="")
     prepare.set_defaults(run=run_prepare)
+
+    # Listed for --help only: main() hands `avatar obs ...` to the OBS integration untouched.
+    commands.add_parser("obs", help="the avatar as a live source in OBS, or RTMP out (see `avatar obs --help`)")
     return parser
 
 
@@ -248,7 +252,25 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_obs(argv: Sequence[str]) -> int:
+    """`avatar obs`: lives in the optional OBS integration, imported only when asked for."""
+    try:
+        from avatar_obs.cli import main as obs_main
+    except ImportError as error:
+        missing = getattr(error, "name", None) or str(error)
+        print(
+            f"error: `avatar obs` needs the OBS extra ({missing} is missing): "
+            "pip install 'avatar-node[obs]'",
+            file=sys.stderr,
+        )
+        return 1
+    return obs_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["obs"]:
+        return run_obs(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -214,6 +214,8 @@ class AvatarRuntime:
             self.streams.add(stream)
             await stream.start()
             self.started += 1
+            if self.draining:  # the node began to shut down while this stream was opening
+                stream.begin_drain()
             return stream
         except BaseException:
             if stream is not None:
@@ -265,13 +267,13 @@ class AvatarRuntime:
             stream.begin_drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while self.streams and loop.time() < deadline:
+        while self.admission.active and loop.time() < deadline:  # streams open or still opening
             await asyncio.sleep(0.05)
         for stream in list(self.streams):
             stream.force_end()
         # Consumers see the end and close their streams; give them a moment, then close the rest.
         deadline = loop.time() + 2.0
-        while self.streams and loop.time() < deadline:
+        while self.admission.active and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for stream in list(self.streams):
             self._close_soon(stream, EndReason.NODE_SHUTDOWN)

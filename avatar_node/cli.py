@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         grace_s=args.grace,
         weights_dir=args.weights,
         identity_cache_bytes=args.avatar_cache_mb * 1024 * 1024,
+        live_load_target=args.live_load_target,
     )
 
     async def run() -> None:
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--auth-token", default="", help="require `authorization: Bearer TOKEN` "
                        "(or set AVATAR_NODE_TOKEN)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds sessions get to finish on SIGTERM")
+    serve.add_argument("--live-load-target", type=float, default=0.85, metavar="SHARE",
+                       help="share of the cores live sessions may plan to use before new ones are refused "
+                       "(admission control; raise it only to measure capacity)")
     serve.add_argument("--avatar-cache-mb", type=int, default=1024,
                        help="memory for prepared avatars kept for reuse (least recently used go first)")
     serve.add_argument("-v", "--verbose", action="store_true")

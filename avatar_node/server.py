@@ -55,6 +55,8 @@ class NodeConfig:
     identity_cache_bytes: int = 1 << 30
     weights_dir: str | None = None
     text_to_speech: bool = True
+    #: Share of the cores live sessions may plan to use (admission control); see pipeline/admission.py.
+    live_load_target: float = 0.85
 
 
 class AvatarNodeServer:
@@ -78,6 +80,7 @@ class AvatarNodeServer:
             identity_cache_bytes=config.identity_cache_bytes,
             weights_dir=config.weights_dir,
             text_to_speech=config.text_to_speech,
+            live_load_target=config.live_load_target,
         )
         try:
             await self.runtime.start()

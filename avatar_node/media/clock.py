@@ -23,19 +23,24 @@ class MediaClock:
 
     def pts(self, frame_index: int) -> int:
         """Start of frame k in clock ticks."""
-        return round(frame_index * self.clock_rate / self.fps)
+        return self.samples_at(frame_index, self.clock_rate)
 
     def frame_ticks(self, frame_index: int) -> int:
         """Length of frame k in ticks (varies by one when clock_rate/fps is not whole)."""
         return self.pts(frame_index + 1) - self.pts(frame_index)
 
     def seconds(self, frame_index: int) -> float:
-        return float(frame_index / self.fps)
+        return frame_index * self.fps.denominator / self.fps.numerator
 
     def samples_at(self, frame_index: int, rate: int) -> int:
-        """Start of frame k counted in samples of another rate (e.g. the engine's 16 kHz)."""
-        return round(frame_index * rate / self.fps)
+        """Start of frame k counted in samples of another rate (e.g. the engine's 16 kHz):
+        round(k * rate / fps), in integers (this runs for every frame), halves to even."""
+        quotient, remainder = divmod(frame_index * rate * self.fps.denominator, self.fps.numerator)
+        twice = 2 * remainder
+        if twice > self.fps.numerator or (twice == self.fps.numerator and quotient % 2):
+            quotient += 1
+        return quotient
 
     @property
     def frame_seconds(self) -> float:
-        return float(1 / self.fps)
+        return self.fps.denominator / self.fps.numerator

@@ -49,9 +49,10 @@ def frame_cost_ms(demand: Demand, ms_per_megapixel: dict[str, float]) -> float:
 
 
 class Admission:
-    def __init__(self, max_sessions: int, cores: int) -> None:
+    def __init__(self, max_sessions: int, cores: int, load_target: float = LOAD_TARGET) -> None:
         self.max_sessions = max_sessions
         self.cores = cores
+        self.load_target = load_target
         self._leases: set[Lease] = set()
         self.refused = 0
 
@@ -69,7 +70,7 @@ class Admission:
     def live_capacity(self, demand: Demand, costs: dict[str, float], engine_capacity: int | None) -> int:
         """Live streams like `demand` the node could hold in all, counting those of its engine running."""
         running = sum(1 for lease in self._leases if lease.demand.live and lease.demand.engine == demand.engine)
-        room = max(0.0, LOAD_TARGET - self.live_load(costs))
+        room = max(0.0, self.load_target - self.live_load(costs))
         by_compute = running + math.floor(room / self._share(demand, costs) + 1e-9)
         by_slots = running + max(0, self.max_sessions - self.active)
         capacity = min(by_compute, by_slots)

@@ -37,8 +37,8 @@ class FrameBoard:
         self.next_send = 0  # the next frame to deliver; everything before it is committed
         self.rendering_epoch: int | None = None  # epoch of the step in flight, if any
         self.renderer_done = False
-        self._cut = asyncio.Event()  # frames were cut, rendered or discarded
-        self._room = asyncio.Event()  # a frame was delivered or speech arrived: the renderer may go on
+        self._cut = Signal()  # frames were cut, rendered or discarded
+        self._room = Signal(sticky=True)  # a frame was delivered or input arrived: the renderer may go on
 
     def add(self, frames: list[CutFrame]) -> None:
         for frame in frames:
@@ -71,27 +71,55 @@ class FrameBoard:
     # -- wake-ups -------------------------------------------------------------------
 
     def changed(self) -> None:
-        self._cut.set()
+        self._cut.notify()
 
     def wake_renderer(self) -> None:
-        self._room.set()
+        self._room.notify()
 
     async def wait_changed(self, timeout: float | None = None) -> None:
-        self._cut.clear()
-        await _wait(self._cut, timeout)
+        await self._cut.wait(timeout)
 
     async def wait_for_renderer_wake(self, timeout: float | None = None) -> None:
-        await _wait(self._room, timeout)
-        self._room.clear()
+        await self._room.wait(timeout)
 
 
-async def _wait(event: asyncio.Event, timeout: float | None) -> None:
-    if timeout is None:
-        await event.wait()
-        return
-    if timeout <= 0:
-        return
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        pass
+class Signal:
+    """Wakes whoever waits, with an optional timeout, and costs no task per wait (this runs
+    several times per frame). A sticky signal also remembers a notification nobody waited for,
+    so the next wait returns at once."""
+
+    def __init__(self, sticky: bool = False) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+        self._sticky = sticky
+        self._pending = False
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._sticky and not waiters:
+            self._pending = True
+
+    async def wait(self, timeout: float | None = None) -> None:
+        if self._pending:
+            self._pending = False
+            return
+        if timeout is not None and timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

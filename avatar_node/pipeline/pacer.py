@@ -15,11 +15,10 @@ from .board import FrameBoard
 from .delivery import Delivery
 from .items import Notice, NoticeCode
 from .schedule import REPEAT_AFTER_S, LiveSchedule
-from .stats import StreamCounters
+from .stats import RECENT_S, StreamCounters
 
 #: A session is told it cannot keep up when this share of its recent frames were repeats.
 FALLING_BEHIND_SHARE = 0.1
-FALLING_BEHIND_WINDOW_S = 5.0
 FALLING_BEHIND_NOTICE_EVERY_S = 30.0
 
 
@@ -77,7 +76,7 @@ class LivePacer:
             self._check_keeping_up(now)
 
     def _check_keeping_up(self, now: float) -> None:
-        share = self.counters.skipped_share(now, FALLING_BEHIND_WINDOW_S)
+        share = self.counters.skipped_share()
         if share < FALLING_BEHIND_SHARE:
             return
         self._on_falling_behind(now)
@@ -87,7 +86,7 @@ class LivePacer:
                 Notice(
                     NoticeCode.FALLING_BEHIND,
                     f"the node cannot render this session at real time: {share:.0%} of the last "
-                    f"{FALLING_BEHIND_WINDOW_S:g} s were repeated frames (the sound is intact); "
+                    f"{RECENT_S:g} s were repeated frames (the sound is intact); "
                     "use a lower fps or size, or another node",
                 )
             )

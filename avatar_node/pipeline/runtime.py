@@ -26,7 +26,7 @@ from avatar_node.engines import registry
 from avatar_node.engines.base import Engine, Identity
 
 from . import errors
-from .admission import MIN_MEGAPIXELS, Admission, Demand
+from .admission import LOAD_TARGET, MIN_MEGAPIXELS, Admission, Demand
 from .identities import DEFAULT_MAX_BYTES, DEFAULT_MAX_ITEMS, IdentityCache
 from .items import EndReason
 from .options import SessionOptions, resolve_options
@@ -56,6 +56,7 @@ class AvatarRuntime:
         identity_cache_items: int = DEFAULT_MAX_ITEMS,
         identity_cache_bytes: int = DEFAULT_MAX_BYTES,
         weights_dir: str | None = None,
+        live_load_target: float = LOAD_TARGET,
     ) -> None:
         if not engines:
             raise ValueError("give at least one engine")
@@ -69,7 +70,7 @@ class AvatarRuntime:
             self._engines[engine.info.name] = engine
         self._schedulers = {name: StepScheduler(e, self.pools) for name, e in self._engines.items()}
         self.identities = IdentityCache(identity_cache_items, identity_cache_bytes)
-        self.admission = Admission(max_sessions, self.pools.cores)
+        self.admission = Admission(max_sessions, self.pools.cores, live_load_target)
         self._want_tts = text_to_speech
         self._synth = None
         self.streams: set[AvatarStream] = set()

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from .items import Stats
 
+#: The window over which a session's share of repeated frames is judged, in seconds.
+RECENT_S = 5.0
+
 
 def _p50(values: deque[float]) -> float:
     return statistics.median(values) if values else 0.0
@@ -26,8 +29,10 @@ class StreamCounters:
     encode_cpu_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # per frame
     step_wall_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))  # per frame, render to images
     started: float = field(default_factory=time.monotonic)
-    #: Recent (wall time, skipped?) of frames delivered, to tell a session that cannot keep up.
-    recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=250))
+    #: (wall time, skipped?) of the frames delivered in the last RECENT_S, to tell a session
+    #: that cannot keep up; `recent_skipped` counts the skipped ones among them.
+    recent: deque[tuple[float, bool]] = field(default_factory=deque)
+    recent_skipped: int = 0
 
     def record_step(self, frames: int, wall_s: float, cpu_s: float) -> None:
         if frames:
@@ -47,11 +52,13 @@ class StreamCounters:
         if lag_s > frame_s:
             self.frames_late += 1
         self.recent.append((now, skipped))
+        self.recent_skipped += skipped
+        while self.recent and self.recent[0][0] < now - RECENT_S:
+            self.recent_skipped -= self.recent.popleft()[1]
 
-    def skipped_share(self, now: float, window_s: float) -> float:
-        """Share of the frames of the last `window_s` seconds that were repeats."""
-        window = [skipped for t, skipped in self.recent if t >= now - window_s]
-        return sum(window) / len(window) if len(window) >= 10 else 0.0
+    def skipped_share(self) -> float:
+        """Share of the frames of the last RECENT_S seconds that were repeats."""
+        return self.recent_skipped / len(self.recent) if len(self.recent) >= 10 else 0.0
 
     def snapshot(self, media_seconds: float, underruns: int, queued_ms: int) -> Stats:
         elapsed = max(1e-6, time.monotonic() - self.started)

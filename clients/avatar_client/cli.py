@@ -3,6 +3,7 @@
     avatar say "Hello there" --image me.jpg -o hello.mp4
     avatar speak speech.wav --image me.jpg -o speech.mp4 --target 10.0.0.5:50051
     avatar info --target 10.0.0.5:50051
+    avatar cam --image me.jpg --say "Hello everyone"      # virtual camera + microphone
 
 Without --target an in-process node is started for the command and stopped afterwards.
 """
@@ -86,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("image", type=Path, metavar="IMAGE")
     prepare.add_argument("--engine", default="")
     prepare.set_defaults(run=run_prepare)
+
+    from .virtualcam.command import add_cam_arguments, run_cam
+
+    cam = commands.add_parser(
+        "cam", parents=[connection], help="be a virtual camera and microphone for meeting apps"
+    )
+    add_cam_arguments(cam, parse_size)
+    cam.set_defaults(run=run_cam)
     return parser
 
 

@@ -121,6 +121,11 @@ def pulse() -> Iterator[PulseServer]:
             return subprocess.run(["pactl", "info"], env=env, capture_output=True, timeout=5).returncode == 0
 
         wait_until(answers, 15, "PulseAudio to answer")
+        # The user's own devices, as on a desktop: speakers and a microphone, both the defaults.
+        server.pactl("load-module", "module-null-sink", "sink_name=speakers")
+        server.load_virtual_source("desk_mic")
+        server.pactl("set-default-sink", "speakers")
+        server.pactl("set-default-source", "desk_mic")
         yield server
     finally:
         stop_process(process)
@@ -267,8 +272,10 @@ class CamRun:
                 out.append(fields)
         return out
 
-    def reported_offsets_ms(self) -> list[float]:
-        return [float(s["A/V"].split()[0]) for s in self.statuses() if s.get("A/V", "--").split()[0] != "--"]
+    def reported_offsets_ms(self, since: int = 0) -> list[float]:
+        """The A/V offsets the status lines reported, from the `since`-th status line on."""
+        values = [s.get("A/V", "--").split()[0] for s in self.statuses()[since:]]
+        return [float(v) for v in values if v != "--"]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:

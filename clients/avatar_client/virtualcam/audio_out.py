@@ -67,7 +67,8 @@ class AudioWriter:
         self._on_error = on_error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="avatar-cam-audio", daemon=True)
-        self.blocks_written = 0
+        self._running = threading.Event()
+        self._samples_written = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -84,7 +85,13 @@ class AudioWriter:
                 self._device = ClockOnlyDevice(self._playout.rate)
                 continue
             self._playout.written(block, when, latency)
-            self.blocks_written += 1
+            self._samples_written += len(block.samples)
+            if self._samples_written / self._playout.rate - latency > 0.02:
+                self._running.set()  # the device has begun to play what it was given
+
+    def wait_running(self, timeout: float) -> bool:
+        """Wait until the device plays (a new sink can take a second or two to start)."""
+        return self._running.wait(timeout)
 
     def stop(self) -> None:
         """Stop writing (returns within one block). The device is closed by its owner."""

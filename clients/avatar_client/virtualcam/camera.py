@@ -3,6 +3,7 @@ thread that hands it a frame at a constant rate whatever the avatar's source is 
 
 from __future__ import annotations
 
+import collections
 import glob
 import threading
 from typing import Any, Callable
@@ -135,6 +136,7 @@ class CameraTicker:
     def _run(self) -> None:
         period = 1.0 / self._camera.fps
         wanted = self._lead_s - 0.5 * period  # the A/V offset asked for
+        shown: collections.deque[tuple[int, float]] = collections.deque(maxlen=64)
         deadline = monotonic()
         while not self._stop.wait(max(0.0, deadline - monotonic())):
             now = monotonic()
@@ -145,18 +147,33 @@ class CameraTicker:
                 self._on_error(f"the virtual camera stopped accepting frames ({error})")
                 return
             self._on_sent(now, pos)
-            deadline += period
-            if pos is not None:
-                # Phase lock: when the camera and the source share a frame rate, every frame
-                # would keep the same sub-frame offset; nudge the ticks (at most 1 ms each, so
-                # the rate stays steady) until frames reach the camera as their sound is heard.
-                heard = self._playout.audio_time_of(pos)
-                if heard is not None:
-                    error_s = heard - now - wanted
-                    deadline += max(-self.MAX_NUDGE_S, min(self.MAX_NUDGE_S, 0.1 * error_s))
+            deadline += period + self._phase_nudge(shown, pos, now, wanted)
             if monotonic() - deadline > 2 * period:  # the machine stalled us: resume, don't burst
                 self.late_ticks += 1
                 deadline = monotonic()
+
+    def _phase_nudge(
+        self, shown: collections.deque[tuple[int, float]], pos: int | None, now: float, wanted: float
+    ) -> float:
+        """Phase lock. When camera and source share a frame rate, every frame would keep the
+        same sub-frame offset; nudge the ticks (at most 1 ms each, so the rate stays steady)
+        until frames reach the camera `wanted` seconds before their sound is heard. A frame's
+        sound may be written only after it is shown (a positive offset), so frames wait here
+        until their audio time is known."""
+        if pos is not None:
+            shown.append((pos, now))
+        nudge = 0.0
+        while shown:
+            first_pos, first_time = shown[0]
+            heard = self._playout.audio_time_of(first_pos)
+            if heard is None:
+                if now - first_time < 1.0:
+                    break
+            else:
+                error_s = heard - first_time - wanted
+                nudge = max(-self.MAX_NUDGE_S, min(self.MAX_NUDGE_S, 0.1 * error_s))
+            shown.popleft()
+        return nudge
 
     def stop(self) -> None:
         self._stop.set()

@@ -63,7 +63,7 @@ class Playout:
     #: Excess beyond which audio is skipped even if it is not quiet (seconds).
     FORCE_TRIM_S = 0.5
 
-    def __init__(self, rate: int, prefill_ms: int = 80, max_pictures: int = 50) -> None:
+    def __init__(self, rate: int, prefill_ms: int = 80, max_pictures: int = 90) -> None:
         self.rate = rate
         self.prefill = rate * prefill_ms // 1000
         self._lock = threading.Lock()
@@ -73,6 +73,7 @@ class Playout:
         self._playing = False
         self._low_water: int | None = None
         self._window_blocks = 0
+        self._trim_debt = 0
         self._pictures: collections.deque[tuple[int, np.ndarray | None]] = collections.deque(maxlen=max_pictures)
         self._written: collections.deque[_Written] = collections.deque()
         self._stream_end = 0
@@ -135,24 +136,27 @@ class Playout:
             return block
 
     def _trim_if_behind(self, block: int) -> None:
+        """Keep the delay near the prefill: measure the queue's low water over a window, and
+        if even that stayed above target, skip the excess in whole frames at frame starts,
+        quiet ones first (a skipped quiet frame cannot be heard)."""
         self._low_water = self._pending if self._low_water is None else min(self._low_water, self._pending)
         self._window_blocks += 1
-        if self._window_blocks * block < self.TRIM_WINDOW_S * self.rate:
-            return
-        excess = self._low_water - self.prefill
-        self._low_water, self._window_blocks = None, 0
-        if excess <= self.TRIM_SLACK_S * self.rate:
-            return
-        force = excess > self.FORCE_TRIM_S * self.rate
-        # Skip whole quiet frames from the head (never the one being played).
-        while len(self._chunks) > 1 and excess > 0 and self._chunk_offset == 0:
-            pos, samples, _ = self._chunks[0]
-            if len(samples) > excess or not (force or np.abs(samples).max(initial=0) < self.QUIET_PEAK):
+        if self._window_blocks * block >= self.TRIM_WINDOW_S * self.rate:
+            excess = self._low_water - self.prefill
+            self._trim_debt = excess if excess > self.TRIM_SLACK_S * self.rate else 0
+            self._low_water, self._window_blocks = None, 0
+        self._trim_debt = min(self._trim_debt, self._pending - self.prefill)
+        force = self._trim_debt > self.FORCE_TRIM_S * self.rate
+        while self._trim_debt > 0 and self._chunk_offset == 0 and len(self._chunks) > 1:
+            _, samples, _ = self._chunks[0]
+            if len(samples) > self._trim_debt:
                 break
+            if not force and np.abs(samples).max(initial=0) >= self.QUIET_PEAK:
+                break  # wait for a quiet frame
             self._chunks.popleft()
             self._pending -= len(samples)
+            self._trim_debt -= len(samples)
             self.trimmed_samples += len(samples)
-            excess -= len(samples)
 
     def written(self, block: AudioBlock, when: float, latency_s: float) -> None:
         """The writer handed `block` to the device at `when`; the device then held `latency_s`."""

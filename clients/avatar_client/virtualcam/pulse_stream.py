@@ -90,7 +90,10 @@ class _Stream:
         nbytes = rate * 2 * buffer_ms // 1000
         if direction == _PA_STREAM_PLAYBACK:
             # tlength: how far ahead of the sink we write; a full buffer blocks the writer.
-            attr = _BufferAttr(_UNSET, nbytes, _UNSET, _UNSET, _UNSET)
+            # prebuf: start playing after 20 ms. The default (a full tlength) can wait for
+            # more than the server lets a writer queue, which stalls the start for seconds.
+            prebuf = min(nbytes, rate * 2 * 20 // 1000)
+            attr = _BufferAttr(_UNSET, nbytes, prebuf, _UNSET, _UNSET)
         else:
             # fragsize: how much the server gathers before handing it over.
             attr = _BufferAttr(_UNSET, _UNSET, _UNSET, _UNSET, nbytes)

@@ -149,7 +149,11 @@ class VirtualCam:
 
     def __init__(self, options: CamOptions, stream: TextIO = sys.stderr) -> None:
         self.options = options
-        self.playout = Playout(options.rate, prefill_ms=options.prefill_ms + max(0, int(options.av_offset_ms)))
+        self.playout = Playout(
+            options.rate,
+            prefill_ms=options.prefill_ms + max(0, int(options.av_offset_ms)),
+            max_pictures=int(3 * options.fps) + 1,  # 3 s of frames: more than the delay is let grow
+        )
         self.meters = Meters(self.playout, options.av_offset_ms)
         self.printer = StatusPrinter(self.meters, stream, enabled=options.status)
         self._stop = _StopRequest()
@@ -277,6 +281,13 @@ class VirtualCam:
         o = self.options
         self._stop.bind(loop)
         self._start_threads()
+        # Frames arriving before the sound device plays would only pile up; wait for it.
+        assert self._writer is not None
+        for _ in range(50):
+            if self._stop.reason is not None or await asyncio.to_thread(self._writer.wait_running, 0.1):
+                break
+        else:
+            self.log("warning: the sound device has not started playing after 5 s")
         source = await self._make_source()
         if source is None:
             return 0  # asked to stop while the node was starting

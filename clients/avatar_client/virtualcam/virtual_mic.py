@@ -96,17 +96,19 @@ class VirtualMic:
                 f"source_properties='device.description=\"{label}\" {owner}'",
             )
             self._keep_defaults(default_sink, default_source)
-        except pulsectl.PulseError as error:
+        except (pulsectl.PulseError, pulsectl.PulseDisconnected) as error:
             self.remove()
             raise errors.MicUnavailable(
-                f"the sound server refused to create the virtual microphone ({error}); "
-                "run with --no-mic for the camera alone"
+                f"the sound server refused to create the virtual microphone ({type(error).__name__}"
+                f"{': ' + str(error) if str(error) else ''}); run with --no-mic for the camera alone"
             ) from None
         return self.devices
 
     def _remove_leftovers(self) -> None:
+        pulsectl = _pulsectl()
         mine = {self.devices.sink, self.devices.source}
-        for module in self._pulse.module_list():
+        # Newest first: the remapped source goes before the sink it reads from.
+        for module in sorted(self._pulse.module_list(), key=lambda m: m.index, reverse=True):
             argument = module.argument or ""
             owner = _OWNER.search(argument)
             if owner is None:
@@ -120,7 +122,10 @@ class VirtualMic:
                         f"`avatar cam` (pid {pid}); stop it or choose another --mic-name"
                     )
                 continue
-            self._pulse.module_unload(module.index)
+            try:
+                self._pulse.module_unload(module.index)
+            except pulsectl.PulseOperationFailed:
+                pass  # went with the module it depended on
             self.notes.append(
                 f"removed {', '.join(sorted(names))} left behind by an earlier run (pid {pid}) that did not exit cleanly"
             )
@@ -158,7 +163,7 @@ class VirtualMic:
                     except pulsectl.PulseOperationFailed:
                         pass  # unloaded meanwhile
                 break
-            except (pulsectl.PulseError, errors.MicUnavailable):
+            except (pulsectl.PulseError, pulsectl.PulseDisconnected, errors.MicUnavailable):
                 self._close()  # a dead connection: try once more with a new one
                 if attempt:
                     break  # no server: its modules went with it

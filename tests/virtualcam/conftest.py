@@ -265,12 +265,20 @@ class CamRun:
         return wait_until(seen, timeout, f"{text!r} from avatar cam")
 
     def statuses(self) -> list[dict[str, str]]:
+        """Status lines as {name: value}, e.g. {"A/V": "+2 ms", "node latency": "380 ms"}."""
+        names = ("camera", "mic", "A/V", "node latency", "reconnects", "late speech", "dropped")
         out = []
         for _, line in self.lines:
             if line.startswith("status: "):
-                fields = dict(part.split(" ", 1) for part in line[len("status: "):].split(" | ") if " " in part)
+                fields = {}
+                for part in line[len("status: "):].split(" | "):
+                    name = next((n for n in names if part.startswith(n + " ")), "state")
+                    fields[name] = part[len(name) + 1 :] if name != "state" else part
                 out.append(fields)
         return out
+
+    def reported_latencies_ms(self) -> list[float]:
+        return [float(s["node latency"].split()[0]) for s in self.statuses() if s["node latency"] != "--"]
 
     def reported_offsets_ms(self, since: int = 0) -> list[float]:
         """The A/V offsets the status lines reported, from the `since`-th status line on."""

@@ -43,16 +43,20 @@ class MicCapture:
         self._thread.start()
 
     def _run(self) -> None:
-        duration = self._samples / self.rate
+        # A microphone delivers samples at its rate: sample n was spoken at base + n / rate.
+        # The base is the earliest (arrival - n / rate) seen, since a sample cannot arrive
+        # before it was spoken; the server's latency figures swing when sources change state.
+        base = float("inf")
+        count = 0
         while not self._stop.is_set():
             try:
                 data = self._stream.read(self._samples * 2)
-                # What is still queued behind this chunk was spoken after it.
-                spoken_at = monotonic() - self._stream.latency_s() - duration
             except PulseError as error:
                 self._on_error(f"recording from the microphone stopped ({error})")
                 return
-            self._on_chunk(np.frombuffer(data, np.int16), spoken_at)
+            base = min(base, monotonic() - (count + self._samples) / self.rate)
+            self._on_chunk(np.frombuffer(data, np.int16), base + count / self.rate)
+            count += self._samples
 
     def stop(self) -> None:
         self._stop.set()

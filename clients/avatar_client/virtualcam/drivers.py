@@ -73,8 +73,10 @@ async def speak_once(
 class PuppetDriver:
     """The user's microphone drives the avatar.
 
-    Speech is cut into turns at pauses (a level gate with a little pre-roll, so word onsets
-    are kept) and streamed to the source. The node sends the user's voice back with the frames
+    Speech is cut into turns at pauses (a level gate) and streamed to the source. A turn
+    opens with the `preroll_s` before the voice began, sent at once: word onsets are kept, and
+    the node starts the turn with enough in hand (its look-ahead, the frames it renders ahead,
+    network jitter) never to run short mid-sentence. The node sends the user's voice back with the frames
     it animates, so the virtual microphone plays it delayed by exactly the avatar's latency and
     lips and voice match by construction. Each turn starts fresh, so the delay cannot creep up
     over a long meeting.
@@ -88,7 +90,7 @@ class PuppetDriver:
         rate: int,
         threshold_dbfs: float = -45.0,
         hang_s: float = 0.6,
-        preroll_s: float = 0.2,
+        preroll_s: float = 0.3,
     ) -> None:
         self._source = source
         self._turns = turns
@@ -106,8 +108,11 @@ class PuppetDriver:
 
     def on_chunk(self, samples: np.ndarray, spoken_at: float) -> None:
         """Called from the capture thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._enqueue, samples, spoken_at)
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._enqueue, samples, spoken_at)
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the command is ending
 
     def _enqueue(self, samples: np.ndarray, spoken_at: float) -> None:
         if not self._queue.full():  # the loop was blocked for 10 s: drop rather than grow

@@ -47,9 +47,11 @@ class _Written:
 class Playout:
     """Thread-safe meeting point of the frame source, the audio writer and the camera thread.
 
-    `prefill_ms` of node audio is gathered before sound starts (and again after a gap), which
-    absorbs arrival jitter; when more than that stays queued for a while (clocks drifting, a
-    burst after a stall), quiet audio is skipped to bring the delay back down.
+    `prefill_ms` of node audio is gathered before sound starts, which absorbs arrival jitter.
+    If audio still runs out (a gap), sound resumes as soon as more arrives and the delay kept
+    from then on grows a little, so a jittery network stops causing gaps; when more than the
+    kept delay stays queued for a while (clocks drifting, a burst after a stall, a calm
+    network), quiet audio is skipped to bring the delay back down.
     """
 
     #: Written blocks remembered, for mapping device time back to media position (seconds).
@@ -62,10 +64,18 @@ class Playout:
     QUIET_PEAK = 600
     #: Excess beyond which audio is skipped even if it is not quiet (seconds).
     FORCE_TRIM_S = 0.5
+    #: After a gap the kept delay grows by this much, up to ADAPT_MAX_S over the prefill; it
+    #: shrinks by a quarter of a step after every ADAPT_RELAX_S without a gap (seconds).
+    ADAPT_STEP_S = 0.04
+    ADAPT_MAX_S = 0.4
+    ADAPT_RELAX_S = 10.0
 
     def __init__(self, rate: int, prefill_ms: int = 80, max_pictures: int = 90) -> None:
         self.rate = rate
         self.prefill = rate * prefill_ms // 1000
+        self.target = self.prefill  # the delay kept: the prefill, plus what gaps taught
+        self._resume_at = self.prefill  # queued audio needed before sound (re)starts
+        self._clean = 0  # samples played since the last gap
         self._lock = threading.Lock()
         self._chunks: collections.deque[tuple[int, np.ndarray, bool]] = collections.deque()
         self._chunk_offset = 0  # samples of the head chunk already taken
@@ -103,6 +113,12 @@ class Playout:
             self._chunk_offset = 0
             self._pending = 0
             self._playing = False
+            self._resume_at = self.prefill
+
+    def source_restarted(self) -> None:
+        """A new session begins: gather the full prefill again before its sound starts."""
+        with self._lock:
+            self._resume_at = self.prefill
 
     @property
     def pending_s(self) -> float:
@@ -115,14 +131,22 @@ class Playout:
         """The next at most `length` samples for the device; silence while buffering."""
         with self._lock:
             if not self._playing:
-                if self._pending < max(self.prefill, 1):
+                if self._pending < max(self._resume_at, 1):
                     return AudioBlock(None, np.zeros(length, np.int16))
                 self._playing = True
                 self._low_water, self._window_blocks = None, 0
             if self._pending == 0:
                 self._playing = False
                 self.underruns += 1
+                self._resume_at = 1  # the gap is already as long as the lateness: no longer
+                self.target = min(self.target + int(self.ADAPT_STEP_S * self.rate),
+                                  self.prefill + int(self.ADAPT_MAX_S * self.rate))
+                self._clean = 0
                 return AudioBlock(None, np.zeros(length, np.int16))
+            self._clean += length
+            if self._clean >= self.ADAPT_RELAX_S * self.rate:
+                self._clean = 0
+                self.target = max(self.prefill, self.target - int(self.ADAPT_STEP_S * self.rate / 4))
             self._trim_if_behind(length)
             pos, samples, self.speaking = self._chunks[0]
             start = self._chunk_offset
@@ -136,16 +160,16 @@ class Playout:
             return block
 
     def _trim_if_behind(self, block: int) -> None:
-        """Keep the delay near the prefill: measure the queue's low water over a window, and
+        """Keep the delay near its target: measure the queue's low water over a window, and
         if even that stayed above target, skip the excess in whole frames at frame starts,
         quiet ones first (a skipped quiet frame cannot be heard)."""
         self._low_water = self._pending if self._low_water is None else min(self._low_water, self._pending)
         self._window_blocks += 1
         if self._window_blocks * block >= self.TRIM_WINDOW_S * self.rate:
-            excess = self._low_water - self.prefill
+            excess = self._low_water - self.target
             self._trim_debt = excess if excess > self.TRIM_SLACK_S * self.rate else 0
             self._low_water, self._window_blocks = None, 0
-        self._trim_debt = min(self._trim_debt, self._pending - self.prefill)
+        self._trim_debt = min(self._trim_debt, self._pending - self.target)
         force = self._trim_debt > self.FORCE_TRIM_S * self.rate
         while self._trim_debt > 0 and self._chunk_offset == 0 and len(self._chunks) > 1:
             _, samples, _ = self._chunks[0]

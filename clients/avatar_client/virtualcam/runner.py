@@ -26,6 +26,7 @@ from .sources import (
     NodeSource,
     NotConnected,
     SourceFrame,
+    SourceHealth,
     SyncTestSource,
     TurnFinished,
     TurnStarted,
@@ -372,10 +373,13 @@ class VirtualCam:
                     {"event": "turn", "kind": "finished", "turn_id": item.turn_id,
                      "interrupted": item.interrupted, "played_ms": item.played_ms}
                 )
+            elif isinstance(item, SourceHealth):
+                self.meters.node_health(item.speech_underruns, item.frames_dropped)
             elif isinstance(item, Connected):
                 if self._connected_once:
                     self.meters.reconnects += 1
                 self._connected_once = True
+                self.playout.source_restarted()
                 self.meters.connection = "connected"
                 self.log(f"connected: {item.description}")
                 connected.set()
@@ -433,7 +437,11 @@ class VirtualCam:
             self._capture = SoundDeviceCapture(name, driver.on_chunk, self.log, rate=o.rate)
         self._capture.start()
         self.log(f"puppet: the avatar follows {o.puppet_mic or 'the default microphone'}")
-        await driver.run()
+        try:
+            await driver.run()
+        finally:
+            capture, self._capture = self._capture, None
+            capture.stop()  # before the loop it reports to is closed
 
     def _on_key(self, key: str) -> None:
         if key in ("i", " "):
@@ -511,5 +519,11 @@ class VirtualCam:
             except Exception as error:  # report and go on: the rest must still be released
                 self.log(f"warning: releasing the {what} failed: {error}")
         self.printer.finish()
+        p = self.playout
+        if p.underruns or p.trimmed_samples:
+            self.log(
+                f"speech timing: {p.underruns} gap(s) waiting for the source, "
+                f"{1000 * p.trimmed_samples / p.rate:.0f} ms skipped to keep the delay down"
+            )
         if self._mic is not None:
             self.log(f"removed the virtual microphone ({self._mic.devices.source})")

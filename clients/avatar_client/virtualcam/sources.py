@@ -15,7 +15,7 @@ import numpy as np
 from ..client import AsyncAvatarClient
 from ..decode import H264Decoder, VideoFrame
 from ..errors import AvatarError
-from ..events import AudioPacket, Ended, TurnEvent, TurnKind, VideoPacket
+from ..events import AudioPacket, Ended, Stats, TurnEvent, TurnKind, VideoPacket
 from .errors import CamError
 from .playout import monotonic
 
@@ -58,7 +58,15 @@ class TurnFinished:
     played_ms: int
 
 
-SourceItem = Union[SourceFrame, Connected, Disconnected, TurnStarted, TurnFinished]
+@dataclass(frozen=True)
+class SourceHealth:
+    """The node's own counters for this session."""
+
+    speech_underruns: int  # speech arrived late; the node inserted a silent frame
+    frames_dropped: int  # this client read too slowly; the node skipped frames
+
+
+SourceItem = Union[SourceFrame, Connected, Disconnected, TurnStarted, TurnFinished, SourceHealth]
 
 
 class NotConnected(Exception):
@@ -124,7 +132,7 @@ class NodeSource:
         self._token = token
         self._start = dict(
             image=image, avatar_id=avatar_id, engine=engine, voice=voice,
-            width=width, height=height, fps=fps, mode="live",
+            width=width, height=height, fps=fps, mode="live", stats_interval_ms=1000,
         )
         self._stall_s = stall_s
         self._connect_timeout_s = connect_timeout_s
@@ -227,6 +235,8 @@ class NodeSource:
                         yield TurnStarted(event.turn_id, base + event.pts)
                     elif event.kind == TurnKind.FINISHED:
                         yield TurnFinished(event.turn_id, base + event.pts, event.interrupted, event.played_ms)
+                elif isinstance(event, Stats):
+                    yield SourceHealth(event.speech_underruns, event.frames_dropped)
                 elif isinstance(event, Ended):
                     reason = f"the node ended the session ({event.reason})"
                 while waiting and (waiting[0].pts in audio_by_pts or latest_audio > waiting[0].pts):

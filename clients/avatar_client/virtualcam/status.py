@@ -31,6 +31,8 @@ class Meters:
         self.frames_sent = 0
         self.node_latency_ms: float | None = None
         self.reconnects = 0
+        self.speech_underruns = 0  # this session's, as the node counts them
+        self.frames_dropped = 0
         self.connection = "starting"
         self.mic = "off"
         self.camera = "off"
@@ -104,6 +106,9 @@ class Meters:
                 if sent is not None:
                     self.node_latency_ms = 1000 * (heard - sent)
 
+    def node_health(self, speech_underruns: int, frames_dropped: int) -> None:
+        self.speech_underruns, self.frames_dropped = speech_underruns, frames_dropped
+
     def line(self) -> str:
         fps = self.camera_fps()
         offset = self.av_offset_ms()
@@ -114,6 +119,8 @@ class Meters:
             + (f" (set {self.target_offset_ms:+.0f})" if self.target_offset_ms else ""),
             "node latency " + (f"{self.node_latency_ms:.0f} ms" if self.node_latency_ms is not None else "--"),
             f"reconnects {self.reconnects}",
+            *([f"late speech {self.speech_underruns}"] if self.speech_underruns else []),
+            *([f"dropped {self.frames_dropped}"] if self.frames_dropped else []),
             self.connection + (", speaking" if self._playout.speaking else ""),
         ]
         return " | ".join(parts)

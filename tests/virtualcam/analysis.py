@@ -79,3 +79,33 @@ def best_lag(video: np.ndarray, audio: np.ndarray, max_lag: int = 8) -> float:
     else:
         shift = 0.0
     return float(lags[i] + shift)
+
+
+def match_segments(
+    spoken: np.ndarray, recording: np.ndarray, segment_s: float = 0.2, search_s: float = 0.15
+) -> tuple[float, np.ndarray, int]:
+    """How much of `spoken` the recording holds unaltered: each voiced segment is looked for near
+    where the previous one was found. Returns (fraction of voiced segments found with a
+    correlation peak above 0.95, their offsets in samples, the anchor position)."""
+    from .conftest import locate, rms_db
+
+    n = int(segment_s * RATE)
+    search = int(search_s * RATE)
+    anchor, _ = locate(spoken, recording)
+    expected_shift = anchor
+    found, offsets, voiced = 0, [], 0
+    for start in range(0, len(spoken) - n + 1, n):
+        piece = spoken[start : start + n]
+        if rms_db(piece) < -45:
+            continue
+        voiced += 1
+        lo = max(0, start + expected_shift - search)
+        hi = min(len(recording), start + expected_shift + n + search)
+        if hi - lo < n:
+            continue
+        lag, peak = locate(piece, recording[lo:hi])
+        if peak > 0.95:
+            found += 1
+            expected_shift = lo + lag - start
+            offsets.append(expected_shift)
+    return found / max(voiced, 1), np.array(offsets), anchor

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis
-from .conftest import MicReader, locate, resample, rms_db, speech_clip, write_wav
+from .conftest import MicReader, assert_heard_as_spoken, locate, resample, speech_clip, write_wav
 from .recording_backend import read_log
 from .test_virtual_mic import FPS, H, W, engine_lag, mic_names, mouth_aperture, mouth_box_for
 
@@ -54,13 +54,10 @@ def test_puppet_voice_reaches_the_mic_with_the_avatars_latency_and_lips(  # type
     for sentence in (first, second):
         clip = resample(sentence, rate)
         at_desk, desk_peak = locate(clip, desk)
-        at_avatar, avatar_peak = locate(clip, avatar)
-        heard = avatar[at_avatar : at_avatar + len(clip)]
+        assert desk_peak > 0.99, desk_peak  # the recorded voice went into the user's microphone
+        at_avatar = assert_heard_as_spoken(clip, avatar, cam)
         delay = (avatar_t0 + at_avatar / analysis.RATE) - (desk_t0 + at_desk / analysis.RATE)
-        print(f"sentence: peak {avatar_peak:.3f} (desk {desk_peak:.3f}), level {rms_db(heard):.1f} vs "
-              f"{rms_db(clip):.1f} dB, the avatar's mic {delay * 1000:.0f} ms after the user's")
-        assert desk_peak > 0.95 and avatar_peak > 0.95, (desk_peak, avatar_peak, cam.output())
-        assert abs(rms_db(heard) - rms_db(clip)) < 1.0
+        print(f"sentence: the avatar's mic {delay * 1000:.0f} ms after the user's")
         delays.append(delay * 1000)
     latencies = cam.reported_latencies_ms()
     print(f"delays {np.round(delays)} ms; reported node latency {latencies[-1] if latencies else None} ms")

@@ -69,6 +69,9 @@ class AudioWriter:
         self._thread = threading.Thread(target=self._run, name="avatar-cam-audio", daemon=True)
         self._running = threading.Event()
         self._samples_written = 0
+        #: Times the device played everything it had before the next block came (this
+        #: process was not scheduled in time): each is a dropout at the microphone.
+        self.device_underruns = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -77,6 +80,8 @@ class AudioWriter:
         while not self._stop.is_set():
             block = self._playout.next_audio_block(self._block)
             try:
+                if self._running.is_set() and self._device.latency_s() < 0.002:
+                    self.device_underruns += 1
                 self._device.write(block.samples.tobytes())
                 when = monotonic()
                 latency = self._device.latency_s()

@@ -47,43 +47,52 @@ class _Written:
 class Playout:
     """Thread-safe meeting point of the frame source, the audio writer and the camera thread.
 
-    `prefill_ms` of node audio is gathered before sound starts, which absorbs arrival jitter.
-    If audio still runs out (a gap), sound resumes as soon as more arrives and the delay kept
-    from then on grows a little, so a jittery network stops causing gaps; when more than the
-    kept delay stays queued for a while (clocks drifting, a burst after a stall, a calm
-    network), quiet audio is skipped to bring the delay back down.
+    Sound starts once `prefill_ms` of audio is queued. From then on the queue's low water
+    (its level just before a late frame arrives) is kept near a goal that follows how regularly
+    frames arrive: the 99th percentile of their lateness over the last seconds plus a margin,
+    never under the prefill less a frame. Below the goal, silence is added before a quiet
+    frame between turns; above it, such frames are skipped (neither can be heard, and speech
+    is never cut or stretched unless the queue has grown past FORCE_TRIM_S). If audio runs out anyway
+    (a gap), sound resumes as soon as more arrives and the goal is raised for a while.
     """
 
     #: Written blocks remembered, for mapping device time back to media position (seconds).
     HISTORY_S = 4.0
-    #: How long the queue must stay above target before it is trimmed (seconds).
-    TRIM_WINDOW_S = 1.0
-    #: Tolerated excess over the target before trimming (seconds).
-    TRIM_SLACK_S = 0.04
-    #: A frame quieter than this (int16 peak) may be skipped to trim the delay.
+    #: The queue's low water is judged over this window (seconds).
+    WINDOW_S = 1.0
+    #: Tolerated distance from the goal before adding or skipping audio (seconds).
+    SLACK_S = 0.02
+    #: A frame between turns quieter than this (int16 peak) may be stretched or skipped.
     QUIET_PEAK = 600
     #: Excess beyond which audio is skipped even if it is not quiet (seconds).
     FORCE_TRIM_S = 0.5
-    #: After a gap the kept delay grows by this much, up to ADAPT_MAX_S over the prefill; it
-    #: shrinks by a quarter of a step after every ADAPT_RELAX_S without a gap (seconds).
-    ADAPT_STEP_S = 0.04
-    ADAPT_MAX_S = 0.4
-    ADAPT_RELAX_S = 10.0
+    #: Arrival lateness is measured over this window (seconds), and a margin added.
+    JITTER_WINDOW_S = 10.0
+    JITTER_MARGIN_S = 0.02
+    #: After a gap the goal rises by this much, at most MAX_EXTRA_S over the prefill; it
+    #: falls back by a quarter step after every RELAX_S without a gap (seconds).
+    GAP_STEP_S = 0.04
+    MAX_EXTRA_S = 0.4
+    RELAX_S = 10.0
 
     def __init__(self, rate: int, prefill_ms: int = 80, max_pictures: int = 90) -> None:
         self.rate = rate
         self.prefill = rate * prefill_ms // 1000
-        self.target = self.prefill  # the delay kept: the prefill, plus what gaps taught
-        self._resume_at = self.prefill  # queued audio needed before sound (re)starts
-        self._clean = 0  # samples played since the last gap
         self._lock = threading.Lock()
         self._chunks: collections.deque[tuple[int, np.ndarray, bool]] = collections.deque()
         self._chunk_offset = 0  # samples of the head chunk already taken
         self._pending = 0
         self._playing = False
+        self._playing_since: float | None = None
+        self._resume_at = self.prefill  # queued audio needed before sound (re)starts
+        self._frame_len = 0
+        self._arrivals: collections.deque[tuple[float, int]] = collections.deque()
+        self._gap_floor = 0
+        self._clean = 0  # samples played since the last gap
         self._low_water: int | None = None
-        self._window_blocks = 0
+        self._window = 0
         self._trim_debt = 0
+        self._stretch_debt = 0
         self._pictures: collections.deque[tuple[int, np.ndarray | None]] = collections.deque(maxlen=max_pictures)
         self._written: collections.deque[_Written] = collections.deque()
         self._stream_end = 0
@@ -91,34 +100,48 @@ class Playout:
         self._last_pos: int | None = None  # media position after the last node block written
         self.idle_picture: np.ndarray | None = None
         self._shown: tuple[int, np.ndarray] | None = None
-        #: Counters the status line reads.
+        #: The low water kept (samples), and counters the status line reads.
+        self.goal = 0
         self.underruns = 0
         self.trimmed_samples = 0
+        self.stretched_samples = 0
         self.speaking = False
 
     # ------------------------------------------------------------------ input (frame source)
 
     def push(self, frame: PlayoutFrame) -> None:
+        now = monotonic()
         with self._lock:
             if self._last_pos is not None and frame.pos + len(frame.audio) <= self._last_pos:
                 return  # older than what is already playing
             self._chunks.append((frame.pos, frame.audio, frame.speaking))
             self._pending += len(frame.audio)
+            self._frame_len = len(frame.audio)
             self._pictures.append((frame.pos, frame.picture))
+            self._arrivals.append((now, frame.pos))
+            while self._arrivals[0][0] < now - self.JITTER_WINDOW_S:
+                self._arrivals.popleft()
 
     def drop_pending(self) -> None:
-        """Forget audio not yet written (after an interrupt, or when the source restarts)."""
+        """Forget audio not yet written (after an interrupt)."""
         with self._lock:
             self._chunks.clear()
             self._chunk_offset = 0
             self._pending = 0
             self._playing = False
+            self._playing_since = None
             self._resume_at = self.prefill
 
     def source_restarted(self) -> None:
-        """A new session begins: gather the full prefill again before its sound starts."""
+        """A new session begins: its timeline is new, and its sound starts after a full prefill."""
         with self._lock:
             self._resume_at = self.prefill
+            self._arrivals.clear()
+
+    def steady_for(self) -> float:
+        """Seconds the source's sound has played without a gap (0 when it is not playing)."""
+        with self._lock:
+            return 0.0 if self._playing_since is None else monotonic() - self._playing_since
 
     @property
     def pending_s(self) -> float:
@@ -128,26 +151,33 @@ class Playout:
     # ------------------------------------------------------------------ audio writer
 
     def next_audio_block(self, length: int) -> AudioBlock:
-        """The next at most `length` samples for the device; silence while buffering."""
+        """The next at most `length` samples for the device; silence while waiting for audio."""
         with self._lock:
             if not self._playing:
                 if self._pending < max(self._resume_at, 1):
                     return AudioBlock(None, np.zeros(length, np.int16))
                 self._playing = True
-                self._low_water, self._window_blocks = None, 0
-            if self._pending == 0:
+                self._playing_since = monotonic()
+                self._low_water, self._window = None, 0
+            if self._pending == 0:  # a gap: resume as soon as audio comes, and keep more from now
                 self._playing = False
+                self._playing_since = None
                 self.underruns += 1
-                self._resume_at = 1  # the gap is already as long as the lateness: no longer
-                self.target = min(self.target + int(self.ADAPT_STEP_S * self.rate),
-                                  self.prefill + int(self.ADAPT_MAX_S * self.rate))
+                self._resume_at = 1
+                self._gap_floor = min(max(self._gap_floor, self.goal) + int(self.GAP_STEP_S * self.rate),
+                                      self.prefill + int(self.MAX_EXTRA_S * self.rate))
                 self._clean = 0
                 return AudioBlock(None, np.zeros(length, np.int16))
             self._clean += length
-            if self._clean >= self.ADAPT_RELAX_S * self.rate:
+            if self._clean >= self.RELAX_S * self.rate:
                 self._clean = 0
-                self.target = max(self.prefill, self.target - int(self.ADAPT_STEP_S * self.rate / 4))
-            self._trim_if_behind(length)
+                self._gap_floor = max(0, self._gap_floor - int(self.GAP_STEP_S * self.rate / 4))
+            self._regulate(length)
+            if self._stretch_debt > 0 and self._chunk_offset == 0 and self._quiet(self._chunks[0]):
+                pad = min(length, self._stretch_debt)
+                self._stretch_debt -= pad
+                self.stretched_samples += pad
+                return AudioBlock(None, np.zeros(pad, np.int16))
             pos, samples, self.speaking = self._chunks[0]
             start = self._chunk_offset
             take = min(length, len(samples) - start)
@@ -159,24 +189,42 @@ class Playout:
             self._pending -= take
             return block
 
-    def _trim_if_behind(self, block: int) -> None:
-        """Keep the delay near its target: measure the queue's low water over a window, and
-        if even that stayed above target, skip the excess in whole frames at frame starts,
-        quiet ones first (a skipped quiet frame cannot be heard)."""
+    def _quiet(self, chunk: tuple[int, np.ndarray, bool]) -> bool:
+        _, samples, speaking = chunk
+        return not speaking and bool(np.abs(samples).max(initial=0) < self.QUIET_PEAK)
+
+    def _update_goal(self) -> None:
+        jitter = 0
+        if len(self._arrivals) >= 10:
+            lateness = np.array([t - pos / self.rate for t, pos in self._arrivals])
+            spread = float(np.percentile(lateness, 99) - lateness.min())
+            jitter = int((spread + self.JITTER_MARGIN_S) * self.rate)
+        self.goal = min(
+            max(self.prefill - self._frame_len, jitter, self._gap_floor),
+            self.prefill + int(self.MAX_EXTRA_S * self.rate),
+        )
+
+    def _regulate(self, block: int) -> None:
+        """Once a window: compare the queue's low water with the goal, and owe silence (below)
+        or skipped frames (above); debts are paid at quiet frame starts."""
         self._low_water = self._pending if self._low_water is None else min(self._low_water, self._pending)
-        self._window_blocks += 1
-        if self._window_blocks * block >= self.TRIM_WINDOW_S * self.rate:
-            excess = self._low_water - self.target
-            self._trim_debt = excess if excess > self.TRIM_SLACK_S * self.rate else 0
-            self._low_water, self._window_blocks = None, 0
-        self._trim_debt = min(self._trim_debt, self._pending - self.target)
+        self._window += block
+        if self._window >= self.WINDOW_S * self.rate:
+            self._update_goal()
+            slack = self.SLACK_S * self.rate
+            self._trim_debt = self._stretch_debt = 0
+            if self._low_water > self.goal + slack:
+                self._trim_debt = self._low_water - self.goal
+            elif self._low_water < self.goal - slack:
+                self._stretch_debt = self.goal - self._low_water
+            self._low_water, self._window = None, 0
         force = self._trim_debt > self.FORCE_TRIM_S * self.rate
         while self._trim_debt > 0 and self._chunk_offset == 0 and len(self._chunks) > 1:
-            _, samples, _ = self._chunks[0]
+            samples = self._chunks[0][1]
             if len(samples) > self._trim_debt:
                 break
-            if not force and np.abs(samples).max(initial=0) >= self.QUIET_PEAK:
-                break  # wait for a quiet frame
+            if not force and not self._quiet(self._chunks[0]):
+                break  # wait for a quiet frame between turns
             self._chunks.popleft()
             self._pending -= len(samples)
             self._trim_debt -= len(samples)

@@ -407,6 +407,12 @@ class VirtualCam:
 
     async def _speak(self, source: FrameSource, connected: asyncio.Event) -> None:
         o = self.options
+        # Speak once the avatar's sound has flowed steadily for a moment: a new session's
+        # first frames come irregularly, and the playout learns their jitter meanwhile.
+        await connected.wait()
+        deadline = monotonic() + 3.0
+        while self.playout.steady_for() < 0.5 and monotonic() < deadline:
+            await asyncio.sleep(0.05)
         finished = await speak_once(
             source, connected, self._turns, self.meters, self.log, text=o.say, audio=o.speak
         )
@@ -520,10 +526,12 @@ class VirtualCam:
                 self.log(f"warning: releasing the {what} failed: {error}")
         self.printer.finish()
         p = self.playout
-        if p.underruns or p.trimmed_samples:
+        dry = self._writer.device_underruns if self._writer is not None else 0
+        if p.underruns or p.trimmed_samples or p.stretched_samples or dry:
             self.log(
-                f"speech timing: {p.underruns} gap(s) waiting for the source, "
-                f"{1000 * p.trimmed_samples / p.rate:.0f} ms skipped to keep the delay down"
+                f"speech timing: {p.underruns} gap(s) waiting for the source, {dry} time(s) the sound "
+                f"device ran dry; {1000 * p.stretched_samples / p.rate:.0f} ms of silence added and "
+                f"{1000 * p.trimmed_samples / p.rate:.0f} ms skipped to follow the source's jitter"
             )
         if self._mic is not None:
             self.log(f"removed the virtual microphone ({self._mic.devices.source})")

@@ -9,6 +9,7 @@ that is not installed skips the tests that need it, except under CI (CI=true), w
 from __future__ import annotations
 
 import os
+import pty
 import re
 import shutil
 import signal
@@ -241,7 +242,12 @@ class CamRun:
     process: subprocess.Popen  # type: ignore[type-arg]
     camera_log: Path
     frames_path: Path | None
+    keyboard: int | None = None  # the pseudo-terminal's controller end, when there is one
     lines: list[tuple[float, str]] = field(default_factory=list)
+
+    def press(self, key: str) -> None:
+        assert self.keyboard is not None, "start the command with terminal=True"
+        os.write(self.keyboard, key.encode())
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -323,6 +329,7 @@ def start_cam(tmp_path: Path):  # type: ignore[no-untyped-def]
         camera_format: str = "I420",
         keep_frames: bool = False,
         extra_env: dict[str, str] | None = None,
+        terminal: bool = False,
     ) -> CamRun:
         index = len(runs)
         log = tmp_path / f"camera-{index}.log"
@@ -334,11 +341,17 @@ def start_cam(tmp_path: Path):  # type: ignore[no-untyped-def]
         if frames is not None:
             env["AVATAR_TEST_CAMERA_FRAMES"] = str(frames)
         env.update(extra_env or {})
+        stdin: int = subprocess.DEVNULL
+        keyboard = None
+        if terminal:  # a pseudo-terminal as stdin, so the command reads single keys
+            keyboard, stdin = pty.openpty()
         process = subprocess.Popen(
             [sys.executable, str(CAM_MAIN), "cam", "--backend", "recording", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
-        run = CamRun(process, log, frames)
+        if keyboard is not None:
+            os.close(stdin)
+        run = CamRun(process, log, frames, keyboard=keyboard)
         threading.Thread(target=run._read, daemon=True).start()
         runs.append(run)
         return run
@@ -348,6 +361,8 @@ def start_cam(tmp_path: Path):  # type: ignore[no-untyped-def]
         if run.process.poll() is None:
             run.process.kill()
             run.process.wait(5)
+        if run.keyboard is not None:
+            os.close(run.keyboard)
 
 
 def speech_clip(text: str) -> tuple[np.ndarray, int]:

@@ -398,15 +398,19 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
 
 
 def locate(reference: np.ndarray, recording: np.ndarray) -> tuple[int, float]:
-    """Where `reference` best matches inside `recording`: (sample offset, normalised peak)."""
+    """Where `reference` best matches inside `recording`: (sample offset, normalised
+    cross-correlation there, 1.0 for an exact copy at any level)."""
     ref = reference.astype(np.float64)
     rec = recording.astype(np.float64)
     n = 1 << int(np.ceil(np.log2(len(ref) + len(rec))))
     corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(rec) - len(ref) + 1]
-    lag = int(np.argmax(corr))
-    window = rec[lag : lag + len(ref)]
-    peak = float(corr[lag] / (np.linalg.norm(ref) * np.linalg.norm(window) + 1e-9))
-    return lag, peak
+    energy = np.concatenate([[0.0], np.cumsum(rec**2)])
+    window_norms = np.sqrt(np.maximum(energy[len(ref) :] - energy[: len(rec) - len(ref) + 1], 0.0))
+    normalised = corr / (np.linalg.norm(ref) * window_norms + 1e-9 * (1 + np.linalg.norm(ref)))
+    # Ignore near-silent windows, where the ratio means nothing.
+    normalised[window_norms < 1e-3 * np.linalg.norm(ref)] = 0.0
+    lag = int(np.argmax(normalised))
+    return lag, float(normalised[lag])
 
 
 def assert_heard_as_spoken(spoken: np.ndarray, heard: np.ndarray, cam: CamRun) -> int:
@@ -417,6 +421,9 @@ def assert_heard_as_spoken(spoken: np.ndarray, heard: np.ndarray, cam: CamRun) -
     from .analysis import match_segments
 
     fraction, offsets, anchor = match_segments(spoken, heard)
+    if os.environ.get("AVATAR_TEST_KEEP_AUDIO"):
+        np.save(os.environ["AVATAR_TEST_KEEP_AUDIO"] + "-spoken.npy", spoken)
+        np.save(os.environ["AVATAR_TEST_KEEP_AUDIO"] + "-heard.npy", heard)
     heard_part = heard[anchor : anchor + len(spoken)]
     gaps = cam.reported_gaps()
     print(f"heard as spoken: {fraction:.0%} of voiced 200 ms segments intact, offsets drift "

@@ -15,6 +15,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -75,8 +76,11 @@ class Playout:
     MAX_EXTRA_S = 0.4
     RELAX_S = 10.0
 
-    def __init__(self, rate: int, prefill_ms: int = 80, max_pictures: int = 90) -> None:
+    def __init__(
+        self, rate: int, prefill_ms: int = 80, max_pictures: int = 90, clock: Callable[[], float] | None = None
+    ) -> None:
         self.rate = rate
+        self._clock = clock or monotonic
         self.prefill = rate * prefill_ms // 1000
         self._lock = threading.Lock()
         self._chunks: collections.deque[tuple[int, np.ndarray, bool]] = collections.deque()
@@ -110,7 +114,7 @@ class Playout:
     # ------------------------------------------------------------------ input (frame source)
 
     def push(self, frame: PlayoutFrame) -> None:
-        now = monotonic()
+        now = self._clock()
         with self._lock:
             if self._last_pos is not None and frame.pos + len(frame.audio) <= self._last_pos:
                 return  # older than what is already playing
@@ -141,7 +145,7 @@ class Playout:
     def steady_for(self) -> float:
         """Seconds the source's sound has played without a gap (0 when it is not playing)."""
         with self._lock:
-            return 0.0 if self._playing_since is None else monotonic() - self._playing_since
+            return 0.0 if self._playing_since is None else self._clock() - self._playing_since
 
     @property
     def pending_s(self) -> float:
@@ -157,13 +161,15 @@ class Playout:
                 if self._pending < max(self._resume_at, 1):
                     return AudioBlock(None, np.zeros(length, np.int16))
                 self._playing = True
-                self._playing_since = monotonic()
+                self._playing_since = self._clock()
                 self._low_water, self._window = None, 0
-            if self._pending == 0:  # a gap: resume as soon as audio comes, and keep more from now
+            if self._pending == 0:  # a gap: resume soon after audio comes, and keep more from now
                 self._playing = False
                 self._playing_since = None
                 self.underruns += 1
-                self._resume_at = 1
+                # Resume with one step of margin rather than a whole prefill: one short gap,
+                # not a long one, nor a train of them.
+                self._resume_at = self._frame_len + int(self.GAP_STEP_S * self.rate)
                 self._gap_floor = min(max(self._gap_floor, self.goal) + int(self.GAP_STEP_S * self.rate),
                                       self.prefill + int(self.MAX_EXTRA_S * self.rate))
                 self._clean = 0

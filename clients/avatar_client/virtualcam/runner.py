@@ -169,6 +169,9 @@ class VirtualCam:
         self._control: Any = None
         self._turns = Turns()
         self._connected_once = False
+        # After an interrupt, speech still in flight from the node is silenced here until the
+        # node confirms the interruption, so the avatar stops at once even on a slow link.
+        self._mute_until = 0.0
 
     def log(self, message: str) -> None:
         self.printer.log(message)
@@ -363,11 +366,16 @@ class VirtualCam:
         async for item in source.items():
             if isinstance(item, SourceFrame):
                 picture = camera.picture(item.image) if camera is not None else None
-                self.playout.push(PlayoutFrame(item.pos, picture, item.audio, item.speaking))
+                audio = item.audio
+                if item.speaking and monotonic() < self._mute_until:
+                    audio = np.zeros_like(audio)
+                self.playout.push(PlayoutFrame(item.pos, picture, audio, item.speaking))
             elif isinstance(item, TurnStarted):
                 self.meters.turn_started(item.turn_id, item.pos)
                 self._broadcast({"event": "turn", "kind": "started", "turn_id": item.turn_id})
             elif isinstance(item, TurnFinished):
+                if item.interrupted:
+                    self._mute_until = 0.0
                 self._turns.finished(item)
                 self._broadcast(
                     {"event": "turn", "kind": "finished", "turn_id": item.turn_id,
@@ -459,11 +467,12 @@ class VirtualCam:
         """Barge in: the node drops its queued speech; what is buffered here is dropped too."""
         if self._source is None:
             return
+        self._mute_until = monotonic() + 3.0
+        self.playout.drop_pending()
         try:
             await self._source.interrupt()
         except NotConnected:
             pass
-        self.playout.drop_pending()
         self.log("interrupted")
 
     async def _handle_control(self, request: dict[str, Any]) -> dict[str, Any]:

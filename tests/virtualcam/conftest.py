@@ -90,38 +90,63 @@ class PulseServer:
         self.pactl(
             "load-module", "module-null-sink", f"sink_name={name}_in", f"rate={RATE}", "channels=1", "format=s16le"
         )
-        self.pactl("load-module", "module-remap-source", f"master={name}_in.monitor", f"source_name={name}")
+        self.pactl(
+            "load-module", "module-remap-source", f"master={name}_in.monitor", f"source_name={name}", "channels=1"
+        )
         return f"{name}_in", name
 
 
-@pytest.fixture(scope="module")
-def pulse() -> Iterator[PulseServer]:
-    """A PulseAudio server of our own, in a private runtime directory (short path: socket names
-    are limited to 108 bytes)."""
-    require("pulseaudio", "pulseaudio")
-    require("pactl", "pulseaudio-utils")
-    require("parec", "pulseaudio-utils")
-    runtime = Path(tempfile.mkdtemp(prefix="avcam-pa-"))
-    runtime.chmod(0o700)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update(HOME=str(runtime), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
+def _start_pulseaudio(env: dict[str, str]) -> list[subprocess.Popen]:  # type: ignore[type-arg]
+    return [subprocess.Popen(
         [
             "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no",
             "--log-target=stderr", "--log-level=error",
             "-L", "module-native-protocol-unix", "-L", "module-always-sink",
         ],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    server = PulseServer(runtime, env, process)
+    )]
+
+
+def _start_pipewire(env: dict[str, str], runtime: Path) -> list[subprocess.Popen]:  # type: ignore[type-arg]
+    """PipeWire with its PulseAudio server and session manager, on a private D-Bus."""
+    for tool, package in (("pipewire", "pipewire"), ("pipewire-pulse", "pipewire-pulse"),
+                          ("wireplumber", "wireplumber"), ("dbus-daemon", "dbus")):
+        require(tool, package)
+    env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={runtime}/bus"
+    quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes = [subprocess.Popen(
+        ["dbus-daemon", "--session", f"--address={env['DBUS_SESSION_BUS_ADDRESS']}", "--nofork", "--nopidfile"],
+        env=env, **quiet,  # type: ignore[call-overload]
+    )]
+    wait_until(lambda: (runtime / "bus").exists(), 10, "a private D-Bus")
+    for command in ("pipewire", "wireplumber", "pipewire-pulse"):
+        processes.append(subprocess.Popen([command], env=env, **quiet))  # type: ignore[call-overload]
+    return processes
+
+
+@pytest.fixture(scope="module")
+def pulse() -> Iterator[PulseServer]:
+    """A sound server of our own, in a private runtime directory (short path: socket names are
+    limited to 108 bytes): PulseAudio, or PipeWire with AVATAR_TEST_SOUND_SERVER=pipewire."""
+    require("pactl", "pulseaudio-utils")
+    require("parec", "pulseaudio-utils")
+    kind = os.environ.get("AVATAR_TEST_SOUND_SERVER", "pulseaudio")
+    if kind == "pulseaudio":
+        require("pulseaudio", "pulseaudio")
+    runtime = Path(tempfile.mkdtemp(prefix="avcam-pa-"))
+    runtime.chmod(0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "DBUS_"))}
+    env.update(HOME=str(runtime), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
+    processes = _start_pipewire(env, runtime) if kind == "pipewire" else _start_pulseaudio(env)
+    server = PulseServer(runtime, env, processes[-1])
     try:
 
         def answers() -> bool:
-            if process.poll() is not None:
-                raise AssertionError("pulseaudio exited at start")
+            if any(p.poll() is not None for p in processes):
+                raise AssertionError(f"the {kind} server exited at start")
             return subprocess.run(["pactl", "info"], env=env, capture_output=True, timeout=5).returncode == 0
 
-        wait_until(answers, 15, "PulseAudio to answer")
+        wait_until(answers, 15, f"the {kind} server to answer")
         # The user's own devices, as on a desktop: speakers and a microphone, both the defaults.
         server.pactl("load-module", "module-null-sink", "sink_name=speakers")
         server.load_virtual_source("desk_mic")
@@ -129,7 +154,8 @@ def pulse() -> Iterator[PulseServer]:
         server.pactl("set-default-source", "desk_mic")
         yield server
     finally:
-        stop_process(process)
+        for process in reversed(processes):
+            stop_process(process)
         shutil.rmtree(runtime, ignore_errors=True)
 
 

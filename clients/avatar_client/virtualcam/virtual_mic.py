@@ -92,7 +92,7 @@ class VirtualMic:
             )
             self._pulse.module_load(
                 "module-remap-source",
-                f"master={sink}.monitor source_name={source} "
+                f"master={sink}.monitor source_name={source} channels=1 "
                 f"source_properties='device.description=\"{label}\" {owner}'",
             )
             self._keep_defaults(default_sink, default_source)

@@ -101,6 +101,10 @@ class Playout:
         self._written: collections.deque[_Written] = collections.deque()
         self._stream_end = 0
         self._last_write: tuple[float, int, float] | None = None  # (time, stream_end, latency_s)
+        self._audio_log: collections.deque[tuple[int, np.ndarray]] = collections.deque()  # (stream_pos, samples)
+        #: Seconds to add to the device's own latency figure, from listening to the microphone
+        #: itself (see mic_monitor.py): some servers report more or less than they delay.
+        self.latency_correction = 0.0
         self._last_pos: int | None = None  # media position after the last node block written
         self.idle_picture: np.ndarray | None = None
         self._shown: tuple[int, np.ndarray] | None = None
@@ -240,6 +244,7 @@ class Playout:
         """The writer handed `block` to the device at `when`; the device then held `latency_s`."""
         with self._lock:
             self._written.append(_Written(self._stream_end, len(block.samples), block.pos))
+            self._audio_log.append((self._stream_end, block.samples))
             self._stream_end += len(block.samples)
             self._last_write = (when, self._stream_end, latency_s)
             if block.pos is not None:
@@ -249,6 +254,24 @@ class Playout:
             keep = self._stream_end - int(self.HISTORY_S * self.rate)
             while self._written and self._written[0].stream_pos + self._written[0].length < keep:
                 self._written.popleft()
+            while self._audio_log and self._audio_log[0][0] < keep:
+                self._audio_log.popleft()
+
+    def recent_audio(self, seconds: float, settled_s: float) -> tuple[np.ndarray, float] | None:
+        """The last `seconds` of audio written that the device's own figures say was heard at
+        least `settled_s` ago, and when (by those figures alone) its first sample was heard."""
+        with self._lock:
+            if self._last_write is None:
+                return None
+            t, end, latency = self._last_write
+            heard_until = end - int((latency + settled_s) * self.rate)
+            blocks = [(pos, samples) for pos, samples in self._audio_log if pos + len(samples) <= heard_until]
+            length = int(seconds * self.rate)
+            if not blocks or sum(len(b) for _, b in blocks) < length:
+                return None
+            audio = np.concatenate([b for _, b in blocks])[-length:]
+            first = blocks[-1][0] + len(blocks[-1][1]) - length
+            return audio, t + latency - (end - first) / self.rate
 
     # ------------------------------------------------------------------ clock
 
@@ -256,7 +279,7 @@ class Playout:
         if self._last_write is None:
             return None
         t, end, latency = self._last_write
-        return end - latency * self.rate + (when - t) * self.rate
+        return end - (latency + self.latency_correction) * self.rate + (when - t) * self.rate
 
     def media_pos_at(self, when: float) -> int | None:
         """The media position heard from the device at `when`; None during silence filler."""
@@ -290,7 +313,7 @@ class Playout:
             for block in reversed(self._written):
                 if block.pos is not None and block.pos <= pos < block.pos + block.length:
                     stream_pos = block.stream_pos + (pos - block.pos)
-                    return t + latency - (end - stream_pos) / self.rate
+                    return t + latency + self.latency_correction - (end - stream_pos) / self.rate
             return None
 
     # ------------------------------------------------------------------ camera

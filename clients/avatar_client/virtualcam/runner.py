@@ -164,6 +164,7 @@ class VirtualCam:
         self._writer: AudioWriter | None = None
         self._ticker: CameraTicker | None = None
         self._capture: Any = None
+        self._monitor: Any = None
         self._node: Any = None
         self._source: FrameSource | None = None
         self._control: Any = None
@@ -214,6 +215,12 @@ class VirtualCam:
             f"microphone: \"{devices.description}\" (source {devices.source} on {self._mic.server_name})"
         )
         self.meters.mic = "on"
+        try:
+            from .mic_monitor import MicMonitor
+
+            self._monitor = MicMonitor(devices.source, self.playout, self.log)
+        except PulseError as error:
+            self.log(f"warning: cannot listen to the virtual microphone ({error}); A/V offset uncorrected")
         return playback
 
     def _open_camera(self) -> CameraOutput | None:
@@ -267,6 +274,8 @@ class VirtualCam:
         assert self._device is not None
         self._writer = AudioWriter(self.playout, self._device, on_error=self._device_lost("mic"))
         self._writer.start()
+        if self._monitor is not None:
+            self._monitor.start()
         if self._camera is not None:
             lead_s = o.av_offset_ms / 1000 + 0.5 / o.fps
             self._ticker = CameraTicker(
@@ -521,6 +530,7 @@ class VirtualCam:
         nothing here awaits, so neither a signal nor a cancellation can cut it short."""
         steps: list[tuple[str, Callable[[], None]]] = [
             ("capture", lambda: self._capture.stop() if self._capture is not None else None),
+            ("monitor", lambda: self._monitor.stop() if self._monitor is not None else None),
             ("camera thread", lambda: self._ticker.stop() if self._ticker is not None else None),
             ("audio thread", lambda: self._writer.stop() if self._writer is not None else None),
             ("audio device", lambda: self._device.close() if self._device is not None else None),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol, Union
+from typing import AsyncGenerator, AsyncIterator, Protocol, Union
 
 import grpc
 import numpy as np
@@ -189,7 +189,7 @@ class NodeSource:
             raise
         return client, session
 
-    async def _run_session(self, opened) -> AsyncIterator[SourceItem | str]:  # type: ignore[no-untyped-def]
+    async def _run_session(self, opened) -> AsyncGenerator[SourceItem | str, None]:  # type: ignore[no-untyped-def]
         client, session = opened
         ready = session.ready
         self.clock_rate = ready.clock_rate

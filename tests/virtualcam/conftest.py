@@ -150,6 +150,9 @@ def pulse() -> Iterator[PulseServer]:
         # The user's own devices, as on a desktop: speakers and a microphone, both the defaults.
         server.pactl("load-module", "module-null-sink", "sink_name=speakers")
         server.load_virtual_source("desk_mic")
+        # PipeWire makes the devices a moment after it loads the modules.
+        wait_until(lambda: "speakers" in server.sink_names() and "desk_mic" in server.source_names(), 10,
+                   "the user's devices")
         server.pactl("set-default-sink", "speakers")
         server.pactl("set-default-source", "desk_mic")
         yield server

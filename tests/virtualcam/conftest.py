@@ -155,6 +155,8 @@ def pulse() -> Iterator[PulseServer]:
                    "the user's devices")
         server.pactl("set-default-sink", "speakers")
         server.pactl("set-default-source", "desk_mic")
+        if kind == "pulseaudio":  # desktops load it: new devices become the default at once
+            server.pactl("load-module", "module-switch-on-connect", "ignore_virtual=no")
         yield server
     finally:
         for process in reversed(processes):

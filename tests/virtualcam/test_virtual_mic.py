@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import numpy as np
 import pytest
 
 from . import analysis
-from .conftest import MicReader, NodeProcess, assert_heard_as_spoken, resample, speech_clip, write_wav
+from .conftest import (
+    MicReader,
+    NodeProcess,
+    assert_heard_as_spoken,
+    resample,
+    speech_clip,
+    stop_process,
+    wait_until,
+    write_wav,
+)
 from .recording_backend import read_log
 
 W, H, FPS = 320, 240, 25.0
@@ -20,6 +30,20 @@ W, H, FPS = 320, 240, 25.0
 
 def mic_names(name: str) -> tuple[str, str]:
     return f"avatar_cam_{name}", f"avatar_mic_{name}"
+
+
+def streams(pulse) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """The sinks programs play to and the sources they record from, by name (the server's own
+    module streams, such as a remapped source reading its master, left out)."""
+
+    def rows(kind: str) -> list[list[str]]:
+        return [line.split("\t") for line in pulse.pactl("list", "short", kind).splitlines()]
+
+    sinks = {row[0]: row[1] for row in rows("sinks")}
+    sources = {row[0]: row[1] for row in rows("sources")}
+    playing = [sinks.get(row[1], "?") for row in rows("sink-inputs") if row[2] != "-"]
+    recording = [sources.get(row[1], "?") for row in rows("source-outputs") if row[2] != "-"]
+    return sorted(playing), sorted(recording)
 
 
 def assert_mic_gone(pulse, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -33,13 +57,23 @@ def test_mic_exists_while_running_and_is_gone_after_a_signal(pulse, start_cam, h
     name = how.replace(" ", "").lower()
     sink, source = mic_names(name)
     defaults = pulse.pactl("get-default-sink").strip(), pulse.pactl("get-default-source").strip()
-    cam = start_cam("--sync-test", "--name", name, "--size", f"{W}x{H}", pulse=pulse)
-    cam.wait_for("connected: sync test pattern")
-    assert source in pulse.source_names() and sink in pulse.sink_names()
-    listing = pulse.pactl("list", "sources")
-    assert f"Description: Avatar microphone ({name})" in listing
-    # Creating the devices leaves the user's own defaults alone.
-    assert (pulse.pactl("get-default-sink").strip(), pulse.pactl("get-default-source").strip()) == defaults
+    # Something the user is listening to, and something recording the user's microphone.
+    music = subprocess.Popen(["pacat", "--playback", "-d", "speakers", "--raw", "/dev/zero"], env=pulse.env)
+    meeting = subprocess.Popen(["parec", "-d", "desk_mic", "--raw"], env=pulse.env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: streams(pulse) == (["speakers"], ["desk_mic"]), 10, "the user's streams")
+        cam = start_cam("--sync-test", "--name", name, "--size", f"{W}x{H}", pulse=pulse)
+        cam.wait_for("connected: sync test pattern")
+        assert source in pulse.source_names() and sink in pulse.sink_names()
+        listing = pulse.pactl("list", "sources")
+        assert f"Description: Avatar microphone ({name})" in listing
+        # Creating the devices leaves the user's defaults, and what is playing or recording, alone.
+        assert (pulse.pactl("get-default-sink").strip(), pulse.pactl("get-default-source").strip()) == defaults
+        playing, recording = streams(pulse)
+        assert "speakers" in playing and recording.count("desk_mic") == 1, (playing, recording)
+    finally:
+        stop_process(music)
+        stop_process(meeting)
     control = pulse.runtime_dir / "avatar-cam" / f"{name}.json"
     assert control.exists()
 

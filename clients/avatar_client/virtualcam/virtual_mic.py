@@ -131,16 +131,26 @@ class VirtualMic:
             )
 
     def _keep_defaults(self, sink: str, source: str) -> None:
-        """A new sink or source can become the default; the user's own devices stay the default."""
-        info = self._pulse.server_info()
-        if sink and info.default_sink_name != sink and any(s.name == sink for s in self._pulse.sink_list()):
-            self._pulse.default_set(self._pulse.get_sink_by_name(sink))
-        if (
-            source
-            and info.default_source_name != source
-            and any(s.name == source for s in self._pulse.source_list())
-        ):
-            self._pulse.default_set(self._pulse.get_source_by_name(source))
+        """A new sink or source can become the default, and a server that switches on connect
+        moves running streams onto it: put the user's defaults and streams back. (Nothing of
+        ours plays or records yet, so every stream on our devices was moved there.)"""
+        pulse = self._pulse
+        info = pulse.server_info()
+        sinks = {s.name: s for s in pulse.sink_list()}
+        sources = {s.name: s for s in pulse.source_list()}
+        if sink in sinks and info.default_sink_name != sink:
+            pulse.default_set(sinks[sink])
+        if source in sources and info.default_source_name != source:
+            pulse.default_set(sources[source])
+        ours_sink, ours_source = sinks.get(self.devices.sink), sources.get(self.devices.source)
+        if sink in sinks and ours_sink is not None:
+            for stream in pulse.sink_input_list():
+                if stream.sink == ours_sink.index:
+                    pulse.sink_input_move(stream.index, sinks[sink].index)
+        if source in sources and ours_source is not None:
+            for stream in pulse.source_output_list():
+                if stream.source == ours_source.index:
+                    pulse.source_output_move(stream.index, sources[source].index)
 
     def remove(self) -> None:
         """Unload every module carrying this run's owner tag, the remapped source first.

@@ -57,9 +57,10 @@ def test_mic_exists_while_running_and_is_gone_after_a_signal(pulse, start_cam, h
     name = how.replace(" ", "").lower()
     sink, source = mic_names(name)
     defaults = pulse.pactl("get-default-sink").strip(), pulse.pactl("get-default-source").strip()
-    # Something the user is listening to, and something recording the user's microphone.
-    music = subprocess.Popen(["pacat", "--playback", "-d", "speakers", "--raw", "/dev/zero"], env=pulse.env)
-    meeting = subprocess.Popen(["parec", "-d", "desk_mic", "--raw"], env=pulse.env, stdout=subprocess.DEVNULL)
+    # Something the user is listening to, and something recording the user's microphone, both
+    # on the default devices (so they follow a change of default).
+    music = subprocess.Popen(["pacat", "--playback", "--raw", "/dev/zero"], env=pulse.env)
+    meeting = subprocess.Popen(["parec", "--raw"], env=pulse.env, stdout=subprocess.DEVNULL)
     try:
         wait_until(lambda: streams(pulse) == (["speakers"], ["desk_mic"]), 10, "the user's streams")
         cam = start_cam("--sync-test", "--name", name, "--size", f"{W}x{H}", pulse=pulse)

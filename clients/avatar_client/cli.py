@@ -4,6 +4,7 @@
     avatar speak speech.wav --image me.jpg -o speech.mp4 --target 10.0.0.5:50051
     avatar info --target 10.0.0.5:50051
     avatar obs --setup          # the avatar as a live source in OBS (the [obs] extra)
+    avatar cam --image me.jpg --say "Hello everyone"      # virtual camera + microphone
 
 Without --target an in-process node is started for the command and stopped afterwards.
 """
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help only: main() hands `avatar obs ...` to the OBS integration untouched.
     commands.add_parser("obs", help="the avatar as a live source in OBS, or RTMP out (see `avatar obs --help`)")
+    from .virtualcam.command import add_cam_arguments, run_cam
+
+    cam = commands.add_parser(
+        "cam", parents=[connection], help="be a virtual camera and microphone for meeting apps"
+    )
+    add_cam_arguments(cam, parse_size)
+    cam.set_defaults(run=run_cam)
     return parser
 
 

@@ -31,10 +31,10 @@ _AV_FORMATS = {np.dtype(np.int16): "s16", np.dtype(np.float32): "flt"}
 def validate_sample_rate(rate: int) -> int:
     """Return `rate` if it is a usable sample rate in Hz, else raise AvatarInputError."""
     if isinstance(rate, bool) or not isinstance(rate, numbers.Integral):
-        raise AvatarInputError(f"sample_rate must be a whole number of Hz, e.g. 16000 or 48000; got {rate!r}")
+        raise AvatarInputError(f"sample_rate must be a whole number of Hz, e.g. 16000 or 48000; got {rate!r}", "BAD_AUDIO")
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AvatarInputError(
-            f"sample_rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz; got {rate}"
+            f"sample_rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz; got {rate}", "BAD_AUDIO"
         )
     return int(rate)
 
@@ -46,18 +46,20 @@ def pcm_s16le_to_mono(data: bytes, channels: int) -> np.ndarray:
         or not isinstance(channels, numbers.Integral)
         or not 1 <= channels <= MAX_CHANNELS
     ):
-        raise AvatarInputError(f"channels must be between 1 and {MAX_CHANNELS}; got {channels!r}")
+        raise AvatarInputError(f"channels must be between 1 and {MAX_CHANNELS}; got {channels!r}", "BAD_AUDIO")
     size = len(data)
     if size % 2:
         raise AvatarInputError(
             f"PCM s16le audio has 2 bytes per sample, so its length must be even; got {size} bytes "
-            "(a chunk was probably cut in the middle of a sample)"
+            "(a chunk was probably cut in the middle of a sample)",
+            "BAD_AUDIO",
         )
     frame_bytes = 2 * int(channels)
     if size % frame_bytes:
         raise AvatarInputError(
             f"PCM s16le audio with {channels} channels must be a multiple of {frame_bytes} bytes "
-            f"(one sample per channel); got {size} bytes"
+            f"(one sample per channel); got {size} bytes",
+            "BAD_AUDIO",
         )
     samples = np.frombuffer(data, dtype="<i2")
     if channels == 1:

@@ -162,3 +162,17 @@ async def test_auth_on_every_call_and_the_scheme_in_any_case(photo):
     finally:
         assert node.terminate() == 0
     node.assert_clean_log()
+
+
+async def test_photo_problems_carry_their_reason(node_process, photo):
+    import cv2
+    import numpy as np
+
+    from .test_bad_input import _png_header_only_huge
+
+    sky = cv2.imencode(".png", np.full((360, 480, 3), 128, np.uint8))[1].tobytes()
+    cases = [(b"not a picture", "BAD_IMAGE"), (sky, "NO_FACE"), (_png_header_only_huge(20000, 20000), "IMAGE_TOO_LARGE")]
+    async with channel(node_process.target) as stub:
+        for image, reason in cases:
+            code, got, details = await _status(stub.PrepareAvatar(pb.PrepareAvatarRequest(image=image)))
+            assert (code, got) == (grpc.StatusCode.INVALID_ARGUMENT, reason), details

@@ -218,7 +218,8 @@ class LiveTalkEngine(Engine):
         if not faces:
             raise AvatarInputError(
                 "No face was found in the avatar image. Use a photo where one face is clearly "
-                "visible, facing the camera, at least about 60 pixels wide."
+                "visible, facing the camera, at least about 60 pixels wide.",
+                "NO_FACE",
             )
         face = max(faces, key=lambda f: f.width * f.height)
         box = face_crop(photo.rgb.shape[1], photo.rgb.shape[0], face)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,6 +56,39 @@ class PortraitIdentityData:
     points: np.ndarray  # (468, 3) face mesh in photo pixels
     irises: np.ndarray  # (2, 3) iris centre x, y and radius in photo pixels
     face_boxes: tuple[FaceBox, ...]  # every face found, largest first (original pixels)
+    #: Scenes built for this photo, by canvas size and framing: a stream opens in a few
+    #: milliseconds when another stream of the same avatar and size came before it.
+    scenes: dict[tuple[int, int, str], "Scene"] = field(default_factory=dict, compare=False)
+    scenes_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """The photo on the canvas with its rig, eyelids and mouth interior: read-only once built,
+    so any number of streams share it."""
+
+    canvas: np.ndarray
+    rig: FaceRig
+    lids: EyeLids
+    interior: MouthInterior
+
+    @classmethod
+    def of(cls, data: PortraitIdentityData, options: StreamOptions) -> "Scene":
+        key = (options.width, options.height, options.framing)
+        with data.scenes_lock:
+            scene = data.scenes.get(key)
+        if scene is None:
+            canvas, rig = canvas_rig(data, options)
+            scene = cls(canvas, rig, EyeLids(rig), MouthInterior(canvas, rig))
+            with data.scenes_lock:
+                while len(data.scenes) >= MAX_SCENES_PER_AVATAR:
+                    data.scenes.pop(next(iter(data.scenes)))
+                scene = data.scenes.setdefault(key, scene)
+        return scene
+
+
+#: Distinct canvas sizes (and framings) kept per avatar.
+MAX_SCENES_PER_AVATAR = 4
 
 
 class PortraitEngine(Engine):
@@ -102,7 +135,8 @@ class PortraitEngine(Engine):
         if not faces:
             raise AvatarInputError(
                 "No face was found in the avatar image. Use a photo where one face is clearly "
-                "visible, facing the camera, at least about 60 pixels wide."
+                "visible, facing the camera, at least about 60 pixels wide.",
+                "NO_FACE",
             )
         faces.sort(key=lambda f: f[0].width * f[0].height, reverse=True)
         box, mesh = faces[0]
@@ -114,6 +148,7 @@ class PortraitEngine(Engine):
             irises=mesh.irises,
             face_boxes=tuple(f[0] for f in faces),
         )
+        Scene.of(data, StreamOptions())  # the default canvas, built now: sessions then start at once
         return Identity(
             avatar_id=f"{digest}-{ENGINE_NAME}",
             engine=ENGINE_NAME,
@@ -176,9 +211,10 @@ class PortraitStream(EngineStream):
         self._frame_s = 1.0 / float(options.fps)
         self._dt = self._frame_s  # time since the previous step
         self._last_index = -1
-        self._canvas, self.rig = canvas_rig(data, options)
-        self._lids = EyeLids(self.rig)
-        self._interior = MouthInterior(self._canvas, self.rig)
+        scene = Scene.of(data, options)
+        self.rig = scene.rig
+        self._lids = scene.lids
+        self._interior = scene.interior
         self._canvas = self._interior.warp_source
         self._neutral_gap = self.rig.neutral_gap()
         self._rng = np.random.default_rng(options.seed)

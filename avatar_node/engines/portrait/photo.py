@@ -39,17 +39,17 @@ class Photo:
 def decode_photo(data: bytes) -> Photo:
     """Decode a photo, or raise AvatarInputError saying what is wrong and what to do."""
     if not data:
-        raise AvatarInputError("The avatar image is empty: send a JPEG or PNG photo of a face.")
+        raise AvatarInputError("The avatar image is empty: send a JPEG or PNG photo of a face.", "BAD_IMAGE")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
                 image = Image.open(io.BytesIO(data))
             except Image.DecompressionBombError as exc:  # Pillow's own limit is above ours
-                raise AvatarInputError(_too_large("far more than")) from exc
+                raise AvatarInputError(_too_large("far more than"), "IMAGE_TOO_LARGE") from exc
             width, height = image.size  # header only; nothing decoded yet
             if width * height > MAX_PIXELS:
-                raise AvatarInputError(_too_large(f"{width}x{height}, {width * height / 1e6:.0f}"))
+                raise AvatarInputError(_too_large(f"{width}x{height}, {width * height / 1e6:.0f}"), "IMAGE_TOO_LARGE")
             image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # cheap JPEG downscale
             image = ImageOps.exif_transpose(image)
             # Upright size of the original (draft may have decoded a reduced JPEG).
@@ -65,16 +65,19 @@ def decode_photo(data: bytes) -> Photo:
     except Image.DecompressionBombError as exc:
         raise AvatarInputError(
             f"The avatar image is too large to open safely ({exc}). Send a photo of at most "
-            "40 megapixels, e.g. resized to 2048 pixels on its long side."
+            "40 megapixels, e.g. resized to 2048 pixels on its long side.",
+            "IMAGE_TOO_LARGE",
         ) from exc
     except UnidentifiedImageError as exc:
         raise AvatarInputError(
-            "The avatar image could not be read as a picture. Send a JPEG, PNG or WebP photo of a face."
+            "The avatar image could not be read as a picture. Send a JPEG, PNG or WebP photo of a face.",
+            "BAD_IMAGE",
         ) from exc
     except (OSError, ValueError) as exc:
         raise AvatarInputError(
             "The avatar image could not be read as a picture. Send a JPEG, PNG or WebP photo "
-            f"of a face ({type(exc).__name__}: {exc})."
+            f"of a face ({type(exc).__name__}: {exc}).",
+            "BAD_IMAGE",
         ) from exc
 
 

@@ -33,6 +33,7 @@ def _private_uses(path: Path) -> list[str]:
 
 
 def test_no_module_touches_another_objects_underscore_names():
-    files = [*ROOT.joinpath("avatar_node").rglob("*.py"), *ROOT.joinpath("clients").rglob("*.py")]
+    files = [*ROOT.joinpath("avatar_node").rglob("*.py"), *ROOT.joinpath("clients").rglob("*.py"),
+             *ROOT.joinpath("integrations").rglob("*.py")]
     found = [use for f in files for use in _private_uses(f)]
     assert not found, "\n".join(found)

@@ -38,6 +38,7 @@ class FrameBoard:
         self.rendering_epoch: int | None = None  # epoch of the step in flight, if any
         self.renderer_done = False
         self._cut = Signal()  # frames were cut, rendered or discarded
+        self._rewound = Signal()  # frames were discarded
         self._room = Signal(sticky=True)  # a frame was delivered or input arrived: the renderer may go on
 
     def add(self, frames: list[CutFrame]) -> None:
@@ -60,6 +61,7 @@ class FrameBoard:
         self.epoch += 1
         self.next_cut = self.next_send
         self.changed()
+        self._rewound.notify()
         self.wake_renderer()
         return dropped
 
@@ -78,6 +80,9 @@ class FrameBoard:
 
     async def wait_changed(self, timeout: float | None = None) -> None:
         await self._cut.wait(timeout)
+
+    async def wait_rewound(self, timeout: float) -> None:
+        await self._rewound.wait(timeout)
 
     async def wait_for_renderer_wake(self, timeout: float | None = None) -> None:
         await self._room.wait(timeout)

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+
+def silence(length: int, dtype: type = np.int16) -> np.ndarray:
+    """A read-only block of zeros, shared: idle frames and silent windows cost no allocation."""
+    return _silence(length, np.dtype(dtype).str)
+
+
+@functools.lru_cache(maxsize=64)
+def _silence(length: int, dtype: str) -> np.ndarray:
+    zeros = np.zeros(length, dtype=dtype)
+    zeros.setflags(write=False)
+    return zeros
 
 
 class SampleBuffer:
@@ -43,6 +57,8 @@ class SampleBuffer:
 
     def window(self, start: int, length: int) -> np.ndarray:
         """A copy of samples [start, start+length); zeros where nothing is (yet) stored."""
+        if start >= self._base and start + length <= self.end:
+            return self._data[start - self._base : start - self._base + length].copy()
         out = np.zeros(length, dtype=self._data.dtype)
         lo, hi = max(start, self._base), min(start + length, self.end)
         if hi > lo:

@@ -12,7 +12,7 @@ import numpy as np
 from avatar_node.engines.base import SPEECH_SAMPLE_RATE
 from avatar_node.media.audio import StreamResampler
 
-from .buffers import SampleBuffer
+from .buffers import SampleBuffer, silence
 
 LIVE_BACKLOG_S = 0.5
 RENDER_BACKLOG_S = 10.0
@@ -53,6 +53,8 @@ class ListenTrack:
 
     def take(self, span: int, length: int) -> np.ndarray:
         """The next `length` samples (zeros where none came); advances by `span`."""
+        if self._read >= self._buffer.end:
+            return silence(length, np.float32)  # nobody is talking to the avatar
         window = self._buffer.window(self._read, length)
         self._read = min(self._buffer.end, self._read + span)
         self._buffer.release_before(self._read)

@@ -39,8 +39,8 @@ class LivePacer:
         self._told_behind_at = -1e9
 
     def _encode_lead(self) -> float:
-        values = self.counters.encode_cpu_ms
-        return 0.002 + (2 * max(values) / 1000 if values else 0.005)
+        """How long before its due time a frame is taken for encoding."""
+        return 0.002 + 2 * self.counters.encode_ms_recent / 1000
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -67,8 +67,10 @@ class LivePacer:
             if not schedule.started:
                 schedule.start(now, index)
             due = schedule.due(index, now, index)
-            if due - self._encode_lead() > now:
-                await board.wait_changed(due - self._encode_lead() - now)
+            start_at = due - self._encode_lead()
+            if start_at > now:
+                # Ready and early: only a barge-in (frames discarded) changes anything now.
+                await board.wait_rewound(start_at - now)
                 continue
             await self.delivery.deliver(board.take(index), lambda: _sleep_until(loop, due))
             now = loop.time()

@@ -28,7 +28,7 @@ SKIP_SLACK_S = 0.06
 START_MARGIN_S = 0.02
 #: How late a frame may leave while waiting for a streamed turn's late audio, before it
 #: is cut as an underrun (silence): a frame a little late is better than a gap in the voice.
-LATE_AUDIO_GRACE_S = 0.04
+LATE_AUDIO_GRACE_S = 0.08
 #: Frames rendered ahead of the schedule (the jitter buffer), in seconds.
 LEAD_S = 0.1
 

@@ -24,7 +24,7 @@ import numpy as np
 from avatar_node.engines.base import SPEECH_SAMPLE_RATE, PhonemeEvent
 from avatar_node.media.clock import MediaClock
 
-from .buffers import SampleBuffer
+from .buffers import SampleBuffer, silence
 
 
 @dataclass(eq=False)
@@ -203,11 +203,11 @@ class SpeechQueue:
             starts = True
         turn = self._current
         if turn is None:
-            return FrameSpeech(np.zeros(ticks, np.int16), None, 0, False, False, False)
+            return FrameSpeech(silence(ticks), None, 0, False, False, False)
         if not self.has_audio_for(turn, index, 1):
             self.underruns += 1
             # Speech resumes one frame later; audio and video shift together.
-            return FrameSpeech(np.zeros(ticks, np.int16), turn, 0, starts, False, True)
+            return FrameSpeech(silence(ticks), turn, 0, starts, False, True)
         audio = turn.output.window(turn.consumed, ticks)
         real = max(0, min(ticks, turn.output.end - turn.consumed))
         turn.consumed += ticks
@@ -230,7 +230,7 @@ class SpeechQueue:
             fs = self.take_frame(k, may_start)
             frames.append(fs)
             if not fs.speaking or fs.turn is None:
-                segments.append(np.zeros(span, np.float32))
+                segments.append(silence(span, np.float32))
                 continue
             turn = fs.turn
             ticks = len(fs.audio)
@@ -245,8 +245,11 @@ class SpeechQueue:
             segments.append(last.engine.window(last.consumed_engine, self.lookahead))
             last.engine.release_before(last.consumed_engine)
         else:
-            segments.append(np.zeros(self.lookahead, np.float32))
-        engine_audio = np.concatenate(segments) if segments else np.zeros(0, np.float32)
+            segments.append(silence(self.lookahead, np.float32))
+        if not any(f.speaking for f in frames):
+            engine_audio = silence(sum(map(len, segments)), np.float32)
+        else:
+            engine_audio = np.concatenate(segments)
         window_s = len(engine_audio) / SPEECH_SAMPLE_RATE
         phonemes = [p for p in phonemes if p.end_s > 0 and p.start_s < window_s]
         return StepSpeech(frames, engine_audio, phonemes)

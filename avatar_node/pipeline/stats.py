@@ -27,12 +27,18 @@ class StreamCounters:
     max_lag_s: float = 0.0
     engine_cpu_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # per frame
     encode_cpu_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # per frame
+    encode_ms_recent: float = 5.0  # a pessimistic recent encode time (decays from the slowest)
     step_wall_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))  # per frame, render to images
     started: float = field(default_factory=time.monotonic)
     #: (wall time, skipped?) of the frames delivered in the last RECENT_S, to tell a session
     #: that cannot keep up; `recent_skipped` counts the skipped ones among them.
     recent: deque[tuple[float, bool]] = field(default_factory=deque)
     recent_skipped: int = 0
+
+    def record_encode(self, cpu_s: float) -> None:
+        ms = cpu_s * 1000
+        self.encode_cpu_ms.append(ms)
+        self.encode_ms_recent = max(ms, 0.95 * self.encode_ms_recent)
 
     def record_step(self, frames: int, wall_s: float, cpu_s: float) -> None:
         if frames:

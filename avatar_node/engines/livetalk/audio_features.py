@@ -152,7 +152,7 @@ class StreamingAudioFeatures:
         self._history = np.zeros(0, np.float32)
         # Features of an all-silent window depend only on its shape; shared across a
         # stream's idle blocks (and across streams when the engine passes one dict).
-        self._silence = silence_cache if silence_cache is not None else {}
+        self.silence_features = silence_cache if silence_cache is not None else {}
 
     @property
     def lookahead_samples(self) -> int:
@@ -178,9 +178,9 @@ class StreamingAudioFeatures:
         window_frames = window.shape[0] // FRAME_SAMPLES + 1
         if not np.any(window):
             key = (window.shape[0], window_frames, context, frames)
-            if key not in self._silence:
-                self._silence[key] = self.encoder.encode(window, window_frames)[context : context + frames]
-            out = self._silence[key]
+            if key not in self.silence_features:
+                self.silence_features[key] = self.encoder.encode(window, window_frames)[context : context + frames]
+            out = self.silence_features[key]
         else:
             mean, var = self.level.stats(window)
             normalised = ((window - mean) / np.sqrt(var + NORM_EPS)).astype(np.float32)

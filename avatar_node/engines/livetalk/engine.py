@@ -153,7 +153,7 @@ class LiveTalkEngine(Engine):
         self._lock = threading.RLock()
         self._identities: OrderedDict[str, Identity] = OrderedDict()
         self._prompt_kv: OrderedDict[str, PromptConditioning] = OrderedDict()
-        self._silence: dict = {}
+        self.silence_features: dict = {}
         self._detector: object | None = None
         self._decode_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._capacity: int | None = None
@@ -286,14 +286,14 @@ class LiveTalkEngine(Engine):
         with self._lock:
             self._identities.clear()
             self._prompt_kv.clear()
-            self._silence.clear()
+            self.silence_features.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     # -- one batched block --------------------------------------------------------------------
 
     def _step(self, streams: list["LiveTalkStream"], conds: Sequence[Conditioning]) -> list[list[np.ndarray]]:
-        plans = [s._plan(c) for s, c in zip(streams, conds)]
+        plans = [s.plan_block(c) for s, c in zip(streams, conds)]
         audio = torch.stack([p.audio for p in plans]).to(self.device)
         decoded: list[torch.Tensor | None] = [None] * len(streams)
         side = self._decode_stream
@@ -305,10 +305,10 @@ class LiveTalkEngine(Engine):
                 clean.record_stream(side)
                 with torch.cuda.stream(side):
                     for i, stream in enumerate(streams):
-                        decoded[i] = stream._decode(clean[i : i + 1])
+                        decoded[i] = stream.decode_block(clean[i : i + 1])
             else:
                 for i, stream in enumerate(streams):
-                    decoded[i] = stream._decode(clean[i : i + 1])
+                    decoded[i] = stream.decode_block(clean[i : i + 1])
 
         self.sampler.step(
             [s.session for s in streams],
@@ -322,7 +322,7 @@ class LiveTalkEngine(Engine):
         out = []
         for stream, video in zip(streams, decoded):
             assert video is not None
-            out.append(stream._compose(video))
+            out.append(stream.compose_frames(video))
         return out
 
     # -- capacity ----------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ class LiveTalkStream(EngineStream):
         self.base_prompt = base_prompt
         self.decoder: DecodeStream = engine.vae.decode_stream()
         self.features = StreamingAudioFeatures(
-            engine.audio, context_frames=engine.context_frames, lookahead_frames=engine.lookahead_frames, silence_cache=engine._silence
+            engine.audio, context_frames=engine.context_frames, lookahead_frames=engine.lookahead_frames, silence_cache=engine.silence_features
         )
         self.compositor = Compositor(data.photo, data.crop, options.width, options.height, options.framing)
         self.blocks = 0
@@ -419,7 +419,7 @@ class LiveTalkStream(EngineStream):
 
     # -- block work (called by the engine under its lock) ------------------------------------------
 
-    def _plan(self, cond: Conditioning) -> _BlockPlan:
+    def plan_block(self, cond: Conditioning) -> _BlockPlan:
         if self.closed:
             raise RuntimeError("step() on a closed livetalk stream")
         frames = self.next_step_frames()
@@ -461,11 +461,11 @@ class LiveTalkStream(EngineStream):
                 log.warning("keeping the previous prompt: %s", exc)
             return self.session.prompt
 
-    def _decode(self, clean: torch.Tensor) -> torch.Tensor:
+    def decode_block(self, clean: torch.Tensor) -> torch.Tensor:
         video = self.decoder.decode(clean)  # [1, 3, T, H, W] in [-1, 1]
         return ((video[0] + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0)
 
-    def _compose(self, video: torch.Tensor) -> list[np.ndarray]:
+    def compose_frames(self, video: torch.Tensor) -> list[np.ndarray]:
         frames = video.cpu().numpy()
         return [self.compositor.compose(frame) for frame in frames]
 

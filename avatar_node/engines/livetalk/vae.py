@@ -283,9 +283,9 @@ class WanVAE(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents [B, 16, T, h, w] -> video [B, 3, 1 + 4(T-1), 8h, 8w] in [-1, 1]
         (float32), the whole clip in one pass."""
-        return self._decode(latents, None)
+        return self.decode_cached(latents, None)
 
-    def _decode(self, latents: torch.Tensor, cache: StreamCache | None) -> torch.Tensor:
+    def decode_cached(self, latents: torch.Tensor, cache: StreamCache | None) -> torch.Tensor:
         z = latents.float() * self.latent_std + self.latent_mean
         x = self.conv2(z.to(self.dtype))
         return self.decoder(x, cache).float().clamp_(-1.0, 1.0)
@@ -305,7 +305,7 @@ class DecodeStream:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        out = self.vae._decode(latents, self.cache)
+        out = self.vae.decode_cached(latents, self.cache)
         self.latents_decoded += latents.shape[2]
         return out
 

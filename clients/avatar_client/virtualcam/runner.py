@@ -349,7 +349,7 @@ class VirtualCam:
                 from avatar_node.server import NodeConfig, start_background_node
             except ImportError as error:
                 raise CamError(f"no --target given and no in-process node available ({error})") from None
-            config = NodeConfig(host="127.0.0.1", port=0, engine=o.engine or "portrait", max_sessions=1)
+            config = NodeConfig(host="127.0.0.1", port=0, engines=[o.engine or "portrait"], max_sessions=1)
             self.log("starting an avatar node in this process...")
             starting = asyncio.ensure_future(asyncio.to_thread(start_background_node, config))
             waiting = asyncio.ensure_future(self._stop.wait())

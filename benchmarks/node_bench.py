@@ -149,7 +149,7 @@ async def mouth_latency(stub: pb_grpc.AvatarNodeStub, avatar_id: str, speech: np
     session = Session(stub, avatar_id)
     session.start()
     await asyncio.sleep(1.0)
-    sent = await session.stream_speech(speech, rate, 20, 8.0)
+    sent = await session.stream_speech(speech, rate, 20, float(os.environ.get("MOUTH_S", "8")))
     await asyncio.sleep(0.5)
     await session.finish()
     assert session.turn_start is not None and session.stats is not None

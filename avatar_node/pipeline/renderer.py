@@ -122,7 +122,7 @@ class Renderer:
         assert pending is not None
         step_s = count * self.clock.frame_seconds
         return earliest_start(pending, now, self.clock.clock_rate, step_s, self.lookahead_s,
-                              self.counters.step_estimate(count))
+                              self.counters.step_typical(count))
 
     def _start_speech_now(self, now: float) -> None:
         """New speech replaces idle frames rendered ahead, so it shows at the first frame it can."""

@@ -25,7 +25,7 @@ REPEAT_AFTER_S = 0.15
 #: The renderer skips ahead when a step would finish this late.
 SKIP_SLACK_S = 0.06
 #: Allowance for the sender's jitter when a streamed turn starts.
-START_MARGIN_S = 0.02
+START_MARGIN_S = 0.01
 #: How late a frame may leave while waiting for a streamed turn's late audio, before it
 #: is cut as an underrun (silence): a frame a little late is better than a gap in the voice.
 LATE_AUDIO_GRACE_S = 0.08

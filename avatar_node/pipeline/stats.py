@@ -52,6 +52,12 @@ class StreamCounters:
         ordered = sorted(self.step_wall_s)
         return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] * frames
 
+    def step_typical(self, frames: int) -> float:
+        """The median wall time of a step of `frames` frames."""
+        if not self.step_wall_s:
+            return 0.01 * frames
+        return statistics.median(self.step_wall_s) * frames
+
     def record_delivery(self, lag_s: float, frame_s: float, skipped: bool, now: float) -> None:
         self.lag_s = lag_s
         self.max_lag_s = max(self.max_lag_s, lag_s)

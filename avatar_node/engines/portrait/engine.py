@@ -99,7 +99,9 @@ class PortraitEngine(Engine):
         name=ENGINE_NAME,
         native_fps=25,
         frames_per_step=1,
-        audio_lookahead_ms=60,
+        # The mouth reads the sound up to 30 ms past each frame's start plus half a frame (at
+        # least 16 ms): 30 ms past a frame's end covers any rate up to 60 fps.
+        audio_lookahead_ms=30,
         max_batch=1,
         description="CPU portrait animation: a face-mesh warp driven by speech (no GPU, no weights).",
     )

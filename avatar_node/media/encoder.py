@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 import av
 import cv2
@@ -89,7 +90,7 @@ class H264Encoder:
         # ~0.12 bits per pixel: clean talking heads at 480p25 are ~1.2 Mbit/s.
         return max(300, int(width * height * fps * 0.12 / 1000))
 
-    def _open(self, prefer_hardware: bool) -> av.CodecContext:
+    def _open(self, prefer_hardware: bool) -> av.VideoCodecContext:
         if prefer_hardware:
             try:
                 return self._configure("h264_nvenc")
@@ -97,8 +98,8 @@ class H264Encoder:
                 log.debug("h264_nvenc unavailable (%s); using libx264", exc)
         return self._configure("libx264")
 
-    def _configure(self, codec_name: str) -> av.CodecContext:
-        ctx = av.CodecContext.create(codec_name, "w")
+    def _configure(self, codec_name: str) -> av.VideoCodecContext:
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec_name, "w"))
         ctx.width, ctx.height = self.width, self.height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = 1 / self.fps
@@ -147,8 +148,8 @@ class H264Encoder:
 
     def encode(self, rgb: np.ndarray) -> EncodedFrame:
         """Encode one RGB frame of the configured size; returns its access unit."""
-        i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        i420: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(i420.astype(np.uint8, copy=False), format="yuv420p")
         frame.pts = self._index
         if self._force_key or self._index == 0:
             frame.pict_type = av.video.frame.PictureType.I

@@ -25,7 +25,7 @@ class SampleBuffer:
     listen track holds only its unread tail."""
 
     def __init__(self, dtype: type) -> None:
-        self._data = np.zeros(0, dtype=dtype)
+        self._data: np.ndarray = np.zeros(0, dtype=dtype)
         self._base = 0  # absolute position of _data[0]
         self._size = 0  # valid samples in _data
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -57,7 +58,7 @@ class IdentityCache:
         return f"{engine}-{hashlib.sha256(image).hexdigest()[:32]}"
 
     @property
-    def bytes(self) -> int:
+    def size_bytes(self) -> int:
         return self._bytes
 
     def __len__(self) -> int:
@@ -86,7 +87,7 @@ class IdentityCache:
                 )
             task = asyncio.ensure_future(self._prepare(key, image, engine, run))
             self._preparing[key] = task
-            task.add_done_callback(lambda t, key=key: self._finished(key, t))
+            task.add_done_callback(functools.partial(self._finished, key))
             return await asyncio.shield(task), False
         return await asyncio.shield(task), True
 

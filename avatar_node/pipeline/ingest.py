@@ -160,11 +160,12 @@ class SpeechIngest:
     ) -> None:
         converter = self._converter
         assert converter is not None
+        converted: tuple[np.ndarray, np.ndarray]
         if samples.nbytes > INLINE_BYTES:
-            converted = await self._run(converter.convert, samples, final)
+            converted = await self._run(converter.convert, samples, final)  # type: ignore[assignment]
         else:
             converted = converter.convert(samples, final)
-        out, eng = converted  # type: ignore[misc]
+        out, eng = converted
         self._queue.append(turn, out, eng, now(), len(samples) / converter.source_rate)
 
     async def push_text(self, text: str, voice: str, turn_id: str) -> SpeechTurn:
@@ -195,9 +196,3 @@ class _ConvertedClip:
     output: np.ndarray
     engine: np.ndarray
     phonemes: list  # type: ignore[type-arg]
-
-
-async def run_inline(fn: Callable[..., T], *args: object) -> T:
-    """A `run_in_thread` for tests and tools that have no thread pool."""
-    await asyncio.sleep(0)
-    return fn(*args)

@@ -9,6 +9,7 @@ more than LAG_LIMIT_S late. Each frame is encoded just before it is due.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Callable
 
 from .board import FrameBoard
@@ -72,7 +73,7 @@ class LivePacer:
                 # Ready and early: only a barge-in (frames discarded) changes anything now.
                 await board.wait_rewound(start_at - now)
                 continue
-            await self.delivery.deliver(board.take(index), lambda: _sleep_until(loop, due))
+            await self.delivery.deliver(board.take(index), functools.partial(_sleep_until, loop, due))
             now = loop.time()
             self.counters.record_delivery(max(0.0, now - due), schedule.period, frame.skipped, now)
             self._check_keeping_up(now)

@@ -20,7 +20,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from avatar_node.engines import registry
 from avatar_node.engines.base import Engine, Identity
@@ -34,6 +34,9 @@ from .scheduler import StepScheduler
 from .status import RuntimeStatus, can_take_live, runtime_status
 from .stream import AvatarStream
 from .threads import WorkPools, limit_numeric_threads
+
+if TYPE_CHECKING:
+    from avatar_node.speech.tts import SpeechSynthesizer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class AvatarRuntime:
         self.identities = IdentityCache(identity_cache_items, identity_cache_bytes)
         self.admission = Admission(max_sessions, self.pools.cores, live_load_target)
         self._want_tts = text_to_speech
-        self._synth = None
+        self._synth: SpeechSynthesizer | None = None
         self.streams: set[AvatarStream] = set()
         self._closing: set[asyncio.Future[None]] = set()
         self._frame_cost_ms: dict[str, float] = {}
@@ -186,8 +189,9 @@ class AvatarRuntime:
             self._frame_cost_ms[name] = max(costs)
         return dict(self._frame_cost_ms)
 
-    async def open_stream(self, avatar: bytes | str | Identity, options: SessionOptions = SessionOptions()) -> AvatarStream:
+    async def open_stream(self, avatar: bytes | str | Identity, options: SessionOptions | None = None) -> AvatarStream:
         """Start a stream for a photo (bytes), a prepared avatar id, or an Identity."""
+        options = options or SessionOptions()
         engine = self.engine(options.engine)
         resolve_voice = self._synth.resolve_voice if self._synth is not None else None
         options = resolve_options(options, engine.info, resolve_voice)

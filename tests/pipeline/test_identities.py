@@ -62,7 +62,7 @@ async def test_the_cache_is_bounded_in_bytes_and_count():
     cache, engine = IdentityCache(max_items=100, max_bytes=10 << 20), SlowEngine(0.0, megabytes=3)
     for i in range(20):
         await cache.prepare(f"photo {i}".encode(), engine, _in_thread)
-    assert len(cache) == 3 and cache.bytes <= 10 << 20
+    assert len(cache) == 3 and cache.size_bytes <= 10 << 20
     newest = IdentityCache.key(b"photo 19", "slow")
     assert cache.get(newest) is not None and cache.get(IdentityCache.key(b"photo 0", "slow")) is None
 

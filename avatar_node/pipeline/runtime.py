@@ -33,7 +33,7 @@ from .options import SessionOptions, resolve_options
 from .scheduler import StepScheduler
 from .status import RuntimeStatus, can_take_live, runtime_status
 from .stream import AvatarStream
-from .threads import WorkPools, limit_numeric_threads
+from .threads import WorkPools, limit_numeric_threads, tune_interpreter
 
 if TYPE_CHECKING:
     from avatar_node.speech.tts import SpeechSynthesizer
@@ -64,6 +64,7 @@ class AvatarRuntime:
         if not engines:
             raise ValueError("give at least one engine")
         limit_numeric_threads()
+        tune_interpreter()
         self.pools = WorkPools(cores)
         self._engines: dict[str, Engine] = {}
         for item in engines:

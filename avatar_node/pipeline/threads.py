@@ -35,6 +35,18 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+#: The interpreter's thread switch interval the node runs with (Python's default is 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_interpreter() -> None:
+    """Hand the interpreter lock over sooner. Frame work is many short numpy and OpenCV calls
+    with a little Python between them; at the default 5 ms a busy event loop makes a render
+    thread wait up to 5 ms at each of those steps (renders slow ten-fold), and the reverse."""
+    if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 def limit_numeric_threads() -> None:
     """One thread inside BLAS and OpenCV calls, for the whole process."""
     try:

@@ -35,6 +35,10 @@ VIDEO_QUEUE_FRAMES = 2
 AUDIO_QUEUE_FRAMES = 25
 #: A hole in the audio longer than this is not filled (the stream restarted its clock).
 MAX_AUDIO_GAP_S = 2.0
+#: Audio is handed to the encoder in pieces of at most one Opus packet (20 ms): the sender
+#: stamps every packet an encode call returns with one timestamp, so two packets from one
+#: call would collide (the second is discarded by the receiver as a duplicate).
+AUDIO_PIECE_S = 0.020
 
 
 class _LatestQueue(Generic[T]):
@@ -154,26 +158,29 @@ class AvatarAudioTrack(MediaStreamTrack):
         return self._pending.popleft()
 
     def _frames_for(self, frame: AVFrame) -> list[av.AudioFrame]:
-        """The frame's audio at its pts, after silence for any hole before it."""
+        """The frame's audio at its pts, after silence for any hole before it, in 20 ms pieces."""
         out = []
         gap = 0 if self._next_pts is None else frame.pts - self._next_pts
         if 0 < gap <= MAX_AUDIO_GAP_S * self._rate:
             assert self._next_pts is not None
-            out.append(self._audio_frame(np.zeros(gap, np.int16), self._next_pts))
+            out += self._pieces(np.zeros(gap, np.int16), self._next_pts)
             self.silence_filled_samples += gap
-        out.append(self._audio_frame(frame.audio, frame.pts))
+        out += self._pieces(frame.audio, frame.pts)
         self._next_pts = frame.pts + frame.audio.size
         self._sent.audio_pts = self._next_pts
         return out
 
-    def _audio_frame(self, samples: np.ndarray, pts: int) -> av.AudioFrame:
-        audio = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
-        )
-        audio.sample_rate = self._rate
-        audio.pts = pts
-        audio.time_base = self._time_base
-        return audio
+    def _pieces(self, samples: np.ndarray, pts: int) -> list[av.AudioFrame]:
+        step = max(1, int(self._rate * AUDIO_PIECE_S))
+        samples = np.ascontiguousarray(samples, dtype=np.int16)
+        out = []
+        for start in range(0, samples.size, step):
+            piece = av.AudioFrame.from_ndarray(samples[start:start + step].reshape(1, -1), format="s16", layout="mono")
+            piece.sample_rate = self._rate
+            piece.pts = pts + start
+            piece.time_base = self._time_base
+            out.append(piece)
+        return out
 
     def stop(self) -> None:
         self._queue.close()

@@ -220,7 +220,7 @@ async function updateStats() {
   const jitterMs = (s) => (s.jitterBufferEmittedCount ? (1000 * s.jitterBufferDelay) / s.jitterBufferEmittedCount : 0);
   const fps = v.framesPerSecond !== undefined ? v.framesPerSecond : node.fps;
   // Frame due on the node -> shown here: node lag + wait for the encoder + one way + jitter buffer.
-  const latency = node.node_lag_ms + node.encoder_wait_ms + browser.rttMs / 2 + jitterMs(v);
+  const latency = node.node_lag_ms + node.encoder_wait_ms + browser.rttMs / 2 + Math.max(jitterMs(v), jitterMs(a));
   const offset = (a.estimatedPlayoutTimestamp && v.estimatedPlayoutTimestamp)
     ? a.estimatedPlayoutTimestamp - v.estimatedPlayoutTimestamp : node.sender_av_offset_ms;
   const dropped = node.frames_dropped + (v.framesDropped || 0);

@@ -172,11 +172,8 @@ class WebSession:
         """The numbers the page's stats line shows (see the README for each one's meaning)."""
         s = self.last_stats
         sent = self.sent
-        av_offset_ms = None
-        if sent.video_pts is not None and sent.audio_pts is not None:
-            # Compare starts: the audio pts counts the end of what was handed over.
-            frame_ticks = self.clock_rate / self.fps
-            av_offset_ms = round((sent.audio_pts - frame_ticks - sent.video_pts) * 1000 / self.clock_rate, 1)
+        offset = sent.av_offset_ms()
+        av_offset_ms = None if offset is None else round(offset, 1)
         return {
             "session": self.id,
             "connection": self.pc.connectionState,

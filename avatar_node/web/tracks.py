@@ -18,7 +18,7 @@ import asyncio
 import fractions
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import av
@@ -75,12 +75,27 @@ class _LatestQueue(Generic[T]):
 
 @dataclass
 class SentClock:
-    """What the two tracks last handed to their encoders, for the A/V offset and latency."""
+    """When each track handed a frame's media to its encoder: the node's side of A/V sync."""
 
     video_pts: int | None = None
     audio_pts: int | None = None  # the end of the last audio handed over
     video_wait_ms: float = 0.0  # how long the last picture waited for the encoder
     audio_wait_ms: float = 0.0
+    video_times: dict[int, float] = field(default_factory=dict)  # pts -> monotonic time, recent frames
+    audio_times: dict[int, float] = field(default_factory=dict)
+
+    def mark(self, times: dict[int, float], pts: int) -> None:
+        times[pts] = time.monotonic()
+        if len(times) > 50:
+            del times[next(iter(times))]
+
+    def av_offset_ms(self) -> float | None:
+        """Mean of (audio handed over - picture handed over) for recent frames both tracks sent:
+        positive when the audio leaves after its picture."""
+        common = self.video_times.keys() & self.audio_times.keys()
+        if not common:
+            return None
+        return sum(self.audio_times[p] - self.video_times[p] for p in common) * 1000 / len(common)
 
 
 class AvatarVideoTrack(MediaStreamTrack):
@@ -115,6 +130,7 @@ class AvatarVideoTrack(MediaStreamTrack):
         picture.time_base = self._time_base
         self.frames += 1
         self._sent.video_pts = frame.pts
+        self._sent.mark(self._sent.video_times, frame.pts)
         self._sent.video_wait_ms = (time.monotonic() - queued_at) * 1000
         return picture
 
@@ -155,6 +171,7 @@ class AvatarAudioTrack(MediaStreamTrack):
             frame, queued_at = await self._queue.get()
             self._sent.audio_wait_ms = (time.monotonic() - queued_at) * 1000
             self._pending.extend(self._frames_for(frame))
+            self._sent.mark(self._sent.audio_times, frame.pts)
         return self._pending.popleft()
 
     def _frames_for(self, frame: AVFrame) -> list[av.AudioFrame]:

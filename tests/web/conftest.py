@@ -325,3 +325,42 @@ def node_sessions(node: BackgroundNode) -> tuple[int, int]:
     server = node.server
     assert server.web is not None and server.runtime is not None
     return len(server.web.sessions), server.runtime.status().active_sessions
+
+
+@pytest.fixture(scope="session")
+def reference_small(photo: bytes) -> np.ndarray:
+    """An idle frame of the sample avatar at W x H rendered in process, shrunk to 128x72 like the grabs."""
+    import asyncio
+
+    from PIL import Image
+
+    from avatar_node.pipeline import AVFrame, AvatarRuntime, SessionOptions
+
+    async def render() -> np.ndarray:
+        async with AvatarRuntime(max_sessions=1, text_to_speech=False) as runtime:
+            stream = await runtime.open_stream(photo, SessionOptions(live=False, video="rgb", width=W, height=H))
+            await stream.push_speech(np.zeros(4800, np.int16), 48000, end_of_turn=True)
+            await stream.end()
+            async for item in stream:
+                if isinstance(item, AVFrame) and item.image is not None:
+                    image = item.image
+                    break
+            await stream.aclose()
+            return image
+
+    image = asyncio.run(render())
+    return np.asarray(Image.fromarray(image).resize((128, 72), Image.Resampling.BILINEAR))
+
+
+def likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two same-size RGB pictures (1 = the same picture)."""
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def browser_audio(page: DevTools) -> dict[str, float]:
+    """The page's inbound audio figures from getStats()."""
+    return page.evaluate("""(async () => { let a = {};
+      (await avatarPage.pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') a = s; });
+      return {received: a.totalSamplesReceived || 0, concealed: a.concealedSamples || 0,
+              discarded: a.packetsDiscarded || 0, lost: a.packetsLost || 0}; })()""")

@@ -29,16 +29,17 @@ MIC_MODES: tuple[MicMode, ...] = ("off", "listen", "puppet")
 
 
 def to_mono_int16(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded frame (any s16/flt layout) as mono int16 samples."""
+    """A decoded frame (s16 or flt, packed or planar, any channels) as mono int16 samples."""
     samples = frame.to_ndarray()
     channels = len(frame.layout.channels)
+    floating = samples.dtype.kind == "f"
     if frame.format.is_planar:
-        samples = samples.reshape(channels, -1).mean(axis=0) if channels > 1 else samples.reshape(-1)
+        mixed = samples.reshape(channels, -1).astype(np.float64).mean(axis=0)
     else:
-        samples = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples.reshape(-1)
-    if samples.dtype.kind == "f":
-        samples = np.clip(samples * 32767.0, -32768, 32767)
-    return np.asarray(samples, dtype=np.int16) if samples.dtype != np.int16 else samples
+        mixed = samples.reshape(-1, channels).astype(np.float64).mean(axis=1)
+    if floating:
+        mixed *= 32767.0
+    return np.clip(np.round(mixed), -32768, 32767).astype(np.int16)
 
 
 def level_dbfs(samples: np.ndarray) -> float:

@@ -364,3 +364,74 @@ def browser_audio(page: DevTools) -> dict[str, float]:
       (await avatarPage.pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') a = s; });
       return {received: a.totalSamplesReceived || 0, concealed: a.concealedSamples || 0,
               discarded: a.packetsDiscarded || 0, lost: a.packetsLost || 0}; })()""")
+
+
+class WhepViewer:
+    """A WHEP client other than the page: aiortc receiving the avatar's video and audio."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        self.base = base_url.rstrip("/")
+        self.token = token
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video: list[Any] = []
+        self.audio: list[Any] = []
+        self.resource: str | None = None
+        self._readers: list[Any] = []
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def start(self, query: str = f"size={W}x{H}") -> tuple[int, str]:
+        """POST the offer; (status, body). On 201 the answer is applied and media flows."""
+        import asyncio
+
+        import aiohttp
+        from aiortc import RTCSessionDescription
+
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+
+        async def read(track: Any) -> None:
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                (self.video if track.kind == "video" else self.audio).append(frame)
+
+        self.pc.on("track", lambda track: self._readers.append(asyncio.ensure_future(read(track))))
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{self.base}/whep?{query}", data=self.pc.localDescription.sdp,
+                                    headers=self._headers("application/sdp")) as response:
+                body = await response.text()
+                if response.status == 201:
+                    self.resource = response.headers["Location"]
+                    await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
+                return response.status, body
+
+    async def request(self, method: str, path: str, json_body: Any = None) -> tuple[int, Any]:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, self.base + path, json=json_body, headers=self._headers()) as response:
+                text = await response.text()
+                try:
+                    return response.status, json.loads(text) if text else None
+                except ValueError:
+                    return response.status, text
+
+    async def delete(self) -> int:
+        assert self.resource is not None
+        status, _ = await self.request("DELETE", self.resource)
+        return status
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for reader in self._readers:
+            reader.cancel()

@@ -143,7 +143,7 @@ class AvatarNodeServer:
             self.web = None
             await grpc_server.stop(None)
             raise OSError(f"cannot serve the web page on {self.config.web_host}:{self.config.web_port} "
-                          f"({exc.strerror or exc}); pick another --web-port") from None
+                          f"({exc.strerror or exc}); pick another port") from None
         except BaseException:
             self.web = None
             await grpc_server.stop(None)

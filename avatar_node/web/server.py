@@ -119,9 +119,8 @@ class WebServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        addresses = runner.addresses  # (host, port, ...) of each listening socket
+        self.port = int(addresses[0][1]) if addresses else self.config.port
         log.info("web page on http://%s:%d/", self.config.host, self.port)
         return self.port
 

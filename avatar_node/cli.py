@@ -37,6 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
         weights_dir=args.weights,
         identity_cache_bytes=args.avatar_cache_mb * 1024 * 1024,
         live_load_target=args.live_load_target,
+        web_port=args.web_port if args.web else None,
+        web_host=args.web_host,
     )
 
     async def run() -> None:
@@ -47,6 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
             f"{config.max_sessions} sessions{', token required' if token else ''})",
             flush=True,
         )
+        if server.web is not None:
+            print(f"web page on http://{config.web_host}:{server.web_port}/"
+                  f"{' (it asks for the token)' if token else ''}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                        "(admission control; raise it only to measure capacity)")
     serve.add_argument("--avatar-cache-mb", type=int, default=1024,
                        help="memory for prepared avatars kept for reuse (least recently used go first)")
+    serve.add_argument("--web", action="store_true", help="also serve the web page and its WHEP endpoint "
+                       "(needs the [web] extra)")
+    serve.add_argument("--web-port", type=int, default=8080, help="port of the web page (with --web)")
+    serve.add_argument("--web-host", default="127.0.0.1", help="address of the web page (with --web); "
+                       "loopback unless you say otherwise")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -57,6 +57,11 @@ class NodeConfig:
     text_to_speech: bool = True
     #: Share of the cores live sessions may plan to use (admission control); see pipeline/admission.py.
     live_load_target: float = 0.85
+    #: The web page and WHEP endpoint (the [web] extra): None = off, 0 = any free port.
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"
+    #: The photo web sessions use when the page names none (default: the bundled sample).
+    web_default_photo: bytes | None = None
 
 
 class AvatarNodeServer:
@@ -70,6 +75,8 @@ class AvatarNodeServer:
         self.service: AvatarNodeService | None = None
         self._health: health.aio.HealthServicer | None = None
         self._health_update: asyncio.Task[None] | None = None
+        self.web: Any = None  # avatar_node.web.server.WebServer, when config.web_port is set
+        self.web_port = 0
 
     async def start(self) -> int:
         config = self.config
@@ -106,6 +113,8 @@ class AvatarNodeServer:
             if self.port == 0:
                 raise OSError(f"cannot listen on {config.host}:{config.port}")
             await server.start()
+            if config.web_port is not None:
+                await self._start_web(server)
         except BaseException:
             await self.runtime.aclose()
             raise
@@ -115,6 +124,33 @@ class AvatarNodeServer:
         names = ", ".join(e.info.name for e in self.runtime.engines)
         log.info("avatar node listening on %s:%d (engines %s)", config.host, self.port, names)
         return self.port
+
+    async def _start_web(self, grpc_server: grpc.aio.Server) -> None:
+        """The web page and WHEP endpoint on this event loop, over the same runtime."""
+        from .web import web_extra_missing
+
+        missing = web_extra_missing()
+        if missing is not None:
+            await grpc_server.stop(None)
+            raise ValueError(missing)
+        from .web.server import WebConfig, WebServer
+
+        assert self.runtime is not None and self.config.web_port is not None
+        self.web = WebServer(self.runtime, WebConfig(
+            host=self.config.web_host, port=self.config.web_port, auth_token=self.config.auth_token,
+            default_photo=self.config.web_default_photo,
+        ))
+        try:
+            self.web_port = await self.web.start()
+        except OSError as exc:
+            self.web = None
+            await grpc_server.stop(None)
+            raise OSError(f"cannot serve the web page on {self.config.web_host}:{self.config.web_port} "
+                          f"({exc.strerror or exc}); pick another port") from None
+        except BaseException:
+            self.web = None
+            await grpc_server.stop(None)
+            raise
 
     def _readiness_changed(self) -> None:
         if self._health_update is None or self._health_update.done():
@@ -136,6 +172,8 @@ class AvatarNodeServer:
         server, self._server = self._server, None
         grace = self.config.grace_s if grace_s is None else grace_s
         await self.runtime.drain(grace)
+        if self.web is not None:  # its sessions ended with the drain; close what is left, stop serving
+            await self.web.stop()
         await server.stop(1.0)
         if self._health_update is not None:
             await asyncio.gather(self._health_update, return_exceptions=True)
@@ -181,6 +219,13 @@ class BackgroundNode:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
+
+    @property
+    def web_url(self) -> str | None:
+        """The web page's address, when the node serves one."""
+        if self._server.web is None:
+            return None
+        return f"http://{self._server.config.web_host}:{self._server.web_port}/"
 
     def stop(self, grace_s: float = 2.0) -> None:
         if self._stopped:

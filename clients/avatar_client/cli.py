@@ -5,6 +5,7 @@
     avatar info --target 10.0.0.5:50051
     avatar obs --setup          # the avatar as a live source in OBS (the [obs] extra)
     avatar cam --image me.jpg --say "Hello everyone"      # virtual camera + microphone
+    avatar web                  # talk to the avatar in a browser (the [web] extra)
 
 Without --target an in-process node is started for the command and stopped afterwards.
 """
@@ -88,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("image", type=Path, metavar="IMAGE")
     prepare.add_argument("--engine", default="")
     prepare.set_defaults(run=run_prepare)
+
+    web = commands.add_parser("web", help="talk to the avatar in a browser: a node with its web page, in process")
+    web.add_argument("--image", type=Path, help="the avatar's photo (default: the bundled sample portrait)")
+    web.add_argument("--port", type=int, default=8080, help="the page's port (default 8080; 0 = any free port)")
+    web.add_argument("--host", default="127.0.0.1", help="the page's address (default: loopback only)")
+    web.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
+                     help="require this token on the page and its endpoints (default: $AVATAR_TOKEN)")
+    web.add_argument("--engine", default="portrait")
+    web.add_argument("--max-sessions", type=int, default=2)
+    web.add_argument("--open", action="store_true", help="open the page in the default browser")
+    web.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = Ctrl+C)")
+    web.set_defaults(run=run_web)
 
     # Listed for --help only: main() hands `avatar obs ...` to the OBS integration untouched.
     commands.add_parser("obs", help="the avatar as a live source in OBS, or RTMP out (see `avatar obs --help`)")
@@ -257,6 +270,37 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{prepared.image_width}x{prepared.image_height}, {prepared.faces_found} face(s){where}",
         file=sys.stderr,
     )
+    return 0
+
+
+def run_web(args: argparse.Namespace) -> int:
+    """A node in this process serving the web page (gRPC on a free loopback port beside it)."""
+    import threading
+    import webbrowser
+
+    try:
+        from avatar_node.server import NodeConfig, start_background_node
+        from avatar_node.web import web_extra_missing
+    except ImportError as error:
+        raise CliError(f"`avatar web` runs a node in this process and needs it installed ({error})") from None
+    missing = web_extra_missing()
+    if missing is not None:
+        raise CliError(missing)
+    photo = load_image(args.image) if args.image else None
+    node = start_background_node(NodeConfig(
+        host="127.0.0.1", port=0, engines=[args.engine], max_sessions=args.max_sessions,
+        auth_token=args.token or None, web_port=args.port, web_host=args.host, web_default_photo=photo,
+    ))
+    try:
+        url = node.web_url or ""
+        print(f"avatar page on {url}  (gRPC on {node.target}; Ctrl+C to stop)", flush=True)
+        if args.token:
+            print(f"sign in with the token, or open {url}#token={args.token}", flush=True)
+        if args.open:
+            webbrowser.open(url + (f"#token={args.token}" if args.token else ""))
+        threading.Event().wait(args.duration if args.duration > 0 else None)
+    finally:
+        node.stop()
     return 0
 
 

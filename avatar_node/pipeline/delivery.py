@@ -105,7 +105,7 @@ class Delivery:
             encoded: EncodedFrame | None = None
             if self.encoder is not None:
                 encoded, cpu_s = await self._run_encode(_timed_encode, self.encoder, image)
-                self.counters.encode_cpu_ms.append(cpu_s * 1000)
+                self.counters.record_encode(cpu_s)
             if wait_until_due is not None:
                 await wait_until_due()
             self.outbox.put(

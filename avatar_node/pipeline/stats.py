@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .items import Stats
+from .totals import FrameFigures, Histogram, frame_cpu_histogram, lag_histogram
 
 
 def _p50(values: deque[float]) -> float:
@@ -28,11 +29,20 @@ class StreamCounters:
     started: float = field(default_factory=time.monotonic)
     #: Recent (wall time, skipped?) of frames delivered, to tell a session that cannot keep up.
     recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=250))
+    #: Everything observed, for the node's metrics (the deques above keep only recent values).
+    engine_cpu_hist: Histogram = field(default_factory=frame_cpu_histogram)
+    encode_cpu_hist: Histogram = field(default_factory=frame_cpu_histogram)
+    lag_hist: Histogram = field(default_factory=lag_histogram)
 
     def record_step(self, frames: int, wall_s: float, cpu_s: float) -> None:
         if frames:
             self.step_wall_s.append(wall_s / frames)
             self.engine_cpu_ms.append(cpu_s * 1000 / frames)
+            self.engine_cpu_hist.observe(cpu_s * 1000 / frames, frames)
+
+    def record_encode(self, cpu_s: float) -> None:
+        self.encode_cpu_ms.append(cpu_s * 1000)
+        self.encode_cpu_hist.observe(cpu_s * 1000)
 
     def step_estimate(self, frames: int) -> float:
         """A pessimistic wall time for a step of `frames` frames (the 90th percentile)."""
@@ -44,6 +54,7 @@ class StreamCounters:
     def record_delivery(self, lag_s: float, frame_s: float, skipped: bool, now: float) -> None:
         self.lag_s = lag_s
         self.max_lag_s = max(self.max_lag_s, lag_s)
+        self.lag_hist.observe(lag_s)
         if lag_s > frame_s:
             self.frames_late += 1
         self.recent.append((now, skipped))
@@ -52,6 +63,10 @@ class StreamCounters:
         """Share of the frames of the last `window_s` seconds that were repeats."""
         window = [skipped for t, skipped in self.recent if t >= now - window_s]
         return sum(window) / len(window) if len(window) >= 10 else 0.0
+
+    def figures(self) -> FrameFigures:
+        return FrameFigures(self.frames_sent, self.frames_dropped, self.frames_skipped, self.frames_late,
+                            self.engine_cpu_hist, self.encode_cpu_hist, self.lag_hist)
 
     def snapshot(self, media_seconds: float, underruns: int, queued_ms: int) -> Stats:
         elapsed = max(1e-6, time.monotonic() - self.started)

@@ -56,7 +56,9 @@ def _read_pem(path: str, what: str, option: str) -> bytes:
     return data
 
 
-def server_credentials(cert: str | None, key: str | None, client_ca: str | None = None) -> grpc.ServerCredentials | None:
+def server_credentials(
+    cert: str | None, key: str | None, client_ca: str | None = None
+) -> grpc.ServerCredentials | None:
     """TLS credentials for the node, or None for plaintext. With `client_ca`, clients must
     present a certificate signed by it (mutual TLS)."""
     if not cert and not key:

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .endpoint import ListenError, check_port_free, server_credentials
 from .engines import registry
 from .engines.base import Engine
 from .metrics import MetricsServer, node_registry
@@ -30,7 +31,6 @@ from .pipeline.runtime import AvatarRuntime
 from .rpc.auth import BearerAuthInterceptor
 from .rpc.convert import MAX_MESSAGE_BYTES
 from .rpc.service import SERVICE_NAME, AvatarNodeService
-from .endpoint import ListenError, check_port_free, server_credentials
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from avatar_node.engines import registry
 from avatar_node.engines.base import Engine, Identity
@@ -35,6 +35,9 @@ from .status import RuntimeStatus, can_take_live, runtime_status
 from .stream import AvatarStream
 from .threads import WorkPools, limit_numeric_threads
 from .totals import FrameTotals
+
+if TYPE_CHECKING:
+    from avatar_node.speech.tts import SpeechSynthesizer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class AvatarRuntime:
         self.identities = IdentityCache(identity_cache_items, identity_cache_bytes)
         self.admission = Admission(max_sessions, self.pools.cores)
         self._want_tts = text_to_speech
-        self._synth = None
+        self._synth: SpeechSynthesizer | None = None
         self.streams: set[AvatarStream] = set()
         self._closing: set[asyncio.Future[None]] = set()
         self._frame_cost_ms: dict[str, float] = {}
@@ -164,8 +167,8 @@ class AvatarRuntime:
         if identity is None:
             raise errors.not_found(
                 "UNKNOWN_AVATAR",
-                f"unknown avatar_id {avatar_id[:80]!r}; it may have been evicted: prepare the photo again (PrepareAvatar) "
-                "or send the image itself",
+                f"unknown avatar_id {avatar_id[:80]!r}; it may have been evicted: prepare the photo again "
+                "(PrepareAvatar) or send the image itself",
             )
         return identity
 
@@ -189,7 +192,9 @@ class AvatarRuntime:
             self._frame_cost_ms[name] = max(costs)
         return dict(self._frame_cost_ms)
 
-    async def open_stream(self, avatar: bytes | str | Identity, options: SessionOptions = SessionOptions()) -> AvatarStream:
+    async def open_stream(
+        self, avatar: bytes | str | Identity, options: SessionOptions = SessionOptions()  # noqa: B008 (frozen)
+    ) -> AvatarStream:
         """Start a stream for a photo (bytes), a prepared avatar id, or an Identity."""
         engine = self.engine(options.engine)
         resolve_voice = self._synth.resolve_voice if self._synth is not None else None

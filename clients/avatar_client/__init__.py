@@ -17,8 +17,8 @@ from .decode import H264Decoder, MediaFrame, VideoFrame
 from .errors import AvatarError
 from .events import (
     AudioPacket,
-    EngineDescription,
     Ended,
+    EngineDescription,
     Event,
     FaceBox,
     NodeInfo,

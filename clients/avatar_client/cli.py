@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connection.add_argument("--tls", action="store_true",
                             help="connect with TLS, trusting the system's CAs (implied by --ca and --cert)")
-    connection.add_argument("--ca", type=Path, metavar="FILE", help="TLS: the PEM CA certificate that signed the node's")
+    connection.add_argument("--ca", type=Path, metavar="FILE",
+                            help="TLS: the PEM CA certificate that signed the node's")
     connection.add_argument("--cert", type=Path, metavar="FILE",
                             help="mutual TLS: this client's PEM certificate (with --key)")
     connection.add_argument("--key", type=Path, metavar="FILE", help="mutual TLS: the PEM private key of --cert")

@@ -210,9 +210,9 @@ class AvatarSession:
                 except grpc.aio.AioRpcError as error:
                     raise AvatarError.from_rpc_error(error) from None
                 if message is grpc.aio.EOF:
-                    error = await self._closed_error()
-                    if error.code != grpc.StatusCode.FAILED_PRECONDITION:
-                        raise error
+                    closed = await self._closed_error()
+                    if closed.code != grpc.StatusCode.FAILED_PRECONDITION:
+                        raise closed
                     return  # the node closed the stream cleanly without `ended`
                 event = event_from_proto(message, clock_rate)
                 if event is None or isinstance(event, SessionReady):

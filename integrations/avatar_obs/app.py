@@ -404,7 +404,7 @@ def start_local_node(engine: str) -> Any:
         ) from None
     log.info("starting a local node (pass --target HOST:PORT to use a running one)")
     return start_background_node(
-        NodeConfig(host="127.0.0.1", port=0, engine=engine or "portrait", max_sessions=1, auth_token=None)
+        NodeConfig(host="127.0.0.1", port=0, engines=[engine or "portrait"], max_sessions=1, auth_token=None)
     )
 
 

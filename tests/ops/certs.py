@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     ca: Path
     server_cert: Path
     server_key: Path
@@ -66,7 +66,7 @@ def _leaf(common_name: str, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivat
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def make_pki(folder: Path) -> TestPki:
+def make_pki(folder: Path) -> Pki:
     ca, ca_key = _ca("avatar test CA")
     other, _ = _ca("another CA")
     server, server_key = _leaf("localhost", ca, ca_key, server=True)
@@ -81,5 +81,5 @@ def make_pki(folder: Path) -> TestPki:
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    return TestPki(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem",
+    return Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem",
                    folder / "client.key", folder / "other-ca.pem")

@@ -89,6 +89,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    """Ask a node's gRPC health service; exit 0 when SERVING (for container health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"error: no health answer from {args.target}: {exc.code().name} "  # type: ignore[attr-defined]
+                  f"({exc.details()})", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.service or 'overall'}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _livetalk_command(module: str, argv: list[str]) -> int:
     """Run one of the livetalk engine's commands (they need the [diffusion] extra)."""
     import importlib
@@ -146,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mutual TLS: accept only clients with a certificate signed by this PEM CA")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)
+
+    check = sub.add_parser("health", help="check a running node's gRPC health (exit 0 when serving)")
+    check.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT",
+                       help="the node (plaintext gRPC; default 127.0.0.1:50051)")
+    check.add_argument("--service", default="", help="'' for the process (liveness), avatar.v1.AvatarNode for "
+                       "readiness (not serving while full or draining)")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    check.set_defaults(run=_health)
 
     # Listed for --help; main() hands their arguments to them before parsing.
     sub.add_parser("check-weights", help="check a weights directory for the diffusion engine")

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from avatar_client.cli import main as avatar_main
+
 from avatar_node.cli import main as node_main
 from avatar_node.server import NodeConfig, start_background_node
 

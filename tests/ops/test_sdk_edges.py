@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from avatar_client import AsyncAvatarClient, AvatarClient
+
 from avatar_node.server import NodeConfig, start_background_node
 
 from .certs import make_pki

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from avatar_client import AsyncAvatarClient, AvatarError, tls_credentials
 from avatar_client.cli import main as avatar_main
+
 from avatar_node.server import NodeConfig, start_background_node
 
 from .certs import Pki, make_pki

@@ -1,4 +1,5 @@
-# The avatar node on CPU (portrait engine), as a container image.
+# syntax=docker/dockerfile:1
+# The avatar node on CPU (portrait engine), as a container image (BuildKit, Docker 23 or newer).
 #   docker build -t avatar-node:0.1.0 .
 #   docker run --rm -p 50051:50051 -p 9100:9100 avatar-node:0.1.0
 # gRPC on 50051, Prometheus metrics on 9100 (/metrics). Arguments after the image name
@@ -27,6 +28,7 @@ USER 10001:10001
 WORKDIR /home/avatar
 EXPOSE 50051 9100
 # The process (overall gRPC health), not readiness: a full or draining node is healthy.
+# (Serving on another --port? Change --target here to match.)
 HEALTHCHECK --interval=30s --timeout=6s --start-period=60s --retries=3 \
     CMD ["avatar-node", "health", "--target", "127.0.0.1:50051", "--timeout", "5"]
 # Exec form: avatar-node is PID 1 and gets SIGTERM itself, and drains (--grace seconds).

@@ -14,9 +14,9 @@ import threading
 import time
 
 import pytest
+from avatar_client import AsyncAvatarClient, VideoPacket
 
 import avatar_node.server as server_module
-from avatar_client import AsyncAvatarClient, VideoPacket
 from avatar_node.server import NodeConfig, start_background_node
 
 

@@ -1,4 +1,8 @@
-"""`avatar-node`: run the node, check a weights directory."""
+"""`avatar-node`: run the node, check a weights directory.
+
+Errors in what was asked for (a busy or invalid port, unreadable TLS files, an unknown
+engine) are one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,20 @@ import os
 import signal
 import sys
 
+from . import __version__
 from .engines import registry
+
+#: The bearer token clients must send; the same variable the `avatar` command reads.
+TOKEN_ENV = "AVATAR_TOKEN"
+#: Read too, for configurations written before the variable was shared.
+OLD_TOKEN_ENV = "AVATAR_NODE_TOKEN"
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .endpoint import ListenError
     from .server import AvatarNodeServer, NodeConfig, new_event_loop
 
-    token = args.auth_token or os.environ.get("AVATAR_NODE_TOKEN") or None
+    token = args.auth_token or os.environ.get(TOKEN_ENV) or os.environ.get(OLD_TOKEN_ENV) or None
     engines = [name.strip() for name in args.engine.split(",") if name.strip()]
     unknown = [name for name in engines if name not in registry.available()]
     if not engines or unknown:
@@ -39,14 +50,21 @@ def _serve(args: argparse.Namespace) -> int:
         live_load_target=args.live_load_target,
         web_port=args.web_port if args.web else None,
         web_host=args.web_host,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        metrics_port=args.metrics_port,
     )
 
     async def run() -> None:
         server = AvatarNodeServer(config)
         port = await server.start()
+        extras = [", token required" if token else "",
+                  ", TLS" + (" with client certificates" if config.tls_client_ca else "") if config.tls_cert else "",
+                  f", metrics on :{server.metrics_port}/metrics" if server.metrics is not None else ""]
         print(
             f"avatar node ready on {config.host}:{port} (engines {', '.join(engines)}, "
-            f"{config.max_sessions} sessions{', token required' if token else ''})",
+            f"{config.max_sessions} sessions{''.join(extras)})",
             flush=True,
         )
         if server.web is not None:
@@ -66,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     loop = new_event_loop()
     try:
         loop.run_until_complete(run())
-    except ValueError as exc:  # unknown engine and other configuration errors
+    except (ValueError, ListenError) as exc:  # a busy port, bad TLS files, an unknown engine...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -75,6 +93,24 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         loop.close()
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Ask a node's gRPC health service; exit 0 when SERVING (for container health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"error: no health answer from {args.target}: {exc.code().name} "  # type: ignore[attr-defined]
+                  f"({exc.details()})", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.service or 'overall'}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _livetalk_command(module: str, argv: list[str]) -> int:
@@ -90,19 +126,26 @@ def _livetalk_command(module: str, argv: list[str]) -> int:
     return int(command(argv))
 
 
-def _check_weights(args: argparse.Namespace) -> int:
-    return _livetalk_command("check_weights", [args.directory, *args.rest])
-
-
 #: Subcommands that parse their own arguments (they live with the diffusion engine).
-_PASS_THROUGH = {"make-tiny-weights": "tiny", "encode-prompts": "encode_prompts"}
+_PASS_THROUGH = {"check-weights": "check_weights", "make-tiny-weights": "tiny", "encode-prompts": "encode_prompts"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in and args_in[0] in _PASS_THROUGH:
         return _livetalk_command(_PASS_THROUGH[args_in[0]], args_in[1:])
+    args = build_parser().parse_args(args_in)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.run(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the container image and the Kubernetes manifests use its flags)."""
     parser = argparse.ArgumentParser(prog="avatar-node", description="The real-time avatar node.")
+    parser.add_argument("--version", action="version", version=f"avatar-node {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the gRPC API")
@@ -114,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--weights", default=None, help="weights directory, for engines that load weights")
     serve.add_argument("--max-sessions", type=int, default=4, help="sessions at once; more get RESOURCE_EXHAUSTED")
     serve.add_argument("--auth-token", default="", help="require `authorization: Bearer TOKEN` "
-                       "(or set AVATAR_NODE_TOKEN)")
+                       f"(or set {TOKEN_ENV}; {OLD_TOKEN_ENV} is read too)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds sessions get to finish on SIGTERM")
     serve.add_argument("--live-load-target", type=float, default=0.85, metavar="SHARE",
                        help="share of the cores live sessions may plan to use before new ones are refused "
@@ -126,25 +169,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--web-port", type=int, default=8080, help="port of the web page (with --web)")
     serve.add_argument("--web-host", default="127.0.0.1", help="address of the web page (with --web); "
                        "loopback unless you say otherwise")
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
+    serve.add_argument("--tls-cert", default=None, metavar="FILE",
+                       help="serve TLS with this PEM certificate chain (with --tls-key)")
+    serve.add_argument("--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", default=None, metavar="FILE",
+                       help="mutual TLS: accept only clients with a certificate signed by this PEM CA")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(run=_serve)
 
-    check = sub.add_parser("check-weights", help="check a weights directory for the diffusion engine",
-                           add_help=False)
-    check.add_argument("directory", nargs="?", default="--help")
-    check.add_argument("rest", nargs=argparse.REMAINDER)
-    check.set_defaults(run=_check_weights)
+    check = sub.add_parser("health", help="check a running node's gRPC health (exit 0 when serving)")
+    check.add_argument("--target", default="127.0.0.1:50051", metavar="HOST:PORT",
+                       help="the node (plaintext gRPC; default 127.0.0.1:50051)")
+    check.add_argument("--service", default="", help="'' for the process (liveness), avatar.v1.AvatarNode for "
+                       "readiness (not serving while full or draining)")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    check.set_defaults(run=_health)
 
     # Listed for --help; main() hands their arguments to them before parsing.
+    sub.add_parser("check-weights", help="check a weights directory for the diffusion engine")
     sub.add_parser("make-tiny-weights", help="write a tiny random-weight directory for the diffusion engine")
     sub.add_parser("encode-prompts", help="pre-encode text prompts for the diffusion engine")
-
-    args = parser.parse_args(args_in)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return int(args.run(args))
+    return parser
 
 
 if __name__ == "__main__":

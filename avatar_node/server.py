@@ -6,6 +6,9 @@ it serves, so a Kubernetes readiness probe takes it out of rotation; the overall
 status ("") stays SERVING while the process is alive. Draining (SIGTERM): new calls get
 UNAVAILABLE at once, running sessions finish their queued speech (or run out of
 `grace_s`) and end with reason NODE_SHUTDOWN.
+
+Optional: TLS (mutual TLS with a client CA; see `endpoint.py`) and Prometheus metrics on a
+port of their own (`metrics.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .endpoint import ListenError, check_port_free, server_credentials
 from .engines import registry
 from .engines.base import Engine
+from .metrics import MetricsServer, node_registry
 from .pipeline.runtime import AvatarRuntime
 from .rpc.auth import BearerAuthInterceptor
 from .rpc.convert import MAX_MESSAGE_BYTES
@@ -29,8 +34,13 @@ from .rpc.service import SERVICE_NAME, AvatarNodeService
 
 log = logging.getLogger(__name__)
 
-#: Server-side keepalive: a client that vanished without closing its connection is
-#: noticed within about half a minute and its session ends.
+#: Server-side keepalive. The node pings each connection every 20 s, with or without
+#: calls in flight (max_pings_without_data 0 lifts gRPC's cap on pings while no data
+#: flows), and closes it when a ping is not answered within 10 s: a client that vanished
+#: without closing its connection (a crashed host, a dropped network, a NAT that forgot
+#: the flow) is noticed within about 30 s, and its session ends and frees its slot.
+#: Clients may send their own keepalive pings as often as every 5 s while no data flows;
+#: more often than that is answered with GOAWAY (too_many_pings), as gRPC does.
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -62,6 +72,15 @@ class NodeConfig:
     web_host: str = "127.0.0.1"
     #: The photo web sessions use when the page names none (default: the bundled sample).
     web_default_photo: bytes | None = None
+    #: TLS: PEM certificate chain and private key; with a client CA, clients must present a
+    #: certificate it signed (mutual TLS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    #: Prometheus `/metrics` on this port (0 = any free port; None = off), on `metrics_host`
+    #: (default: `host`).
+    metrics_port: int | None = None
+    metrics_host: str | None = None
 
 
 class AvatarNodeServer:
@@ -77,9 +96,18 @@ class AvatarNodeServer:
         self._health_update: asyncio.Task[None] | None = None
         self.web: Any = None  # avatar_node.web.server.WebServer, when config.web_port is set
         self.web_port = 0
+        self.metrics: MetricsServer | None = None
+        self.metrics_port = 0
 
     async def start(self) -> int:
+        """Start serving; raises ListenError (a busy or unusable port) or ValueError (bad TLS files)."""
         config = self.config
+        credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        check_port_free(config.host, config.port, "--port")
+        if config.metrics_port is not None:
+            if config.metrics_port == config.port != 0:
+                raise ListenError("--metrics-port must differ from --port")
+            check_port_free(config.metrics_host or config.host, config.metrics_port, "--metrics-port")
         self.runtime = AvatarRuntime(
             config.engines,
             max_sessions=config.max_sessions,
@@ -89,9 +117,15 @@ class AvatarNodeServer:
             text_to_speech=config.text_to_speech,
             live_load_target=config.live_load_target,
         )
+        server: grpc.aio.Server | None = None
         try:
             await self.runtime.start()
-            interceptors = [BearerAuthInterceptor(config.auth_token)] if config.auth_token else []
+            self.service = AvatarNodeService(self.runtime, bool(config.auth_token))
+            errors = self.service.errors
+            interceptors = (
+                [BearerAuthInterceptor(config.auth_token, on_denied=lambda: errors.update(["UNAUTHENTICATED"]))]
+                if config.auth_token else []
+            )
             server = grpc.aio.server(
                 interceptors=interceptors,
                 options=[
@@ -101,7 +135,6 @@ class AvatarNodeServer:
                     *KEEPALIVE_OPTIONS,
                 ],
             )
-            self.service = AvatarNodeService(self.runtime, bool(config.auth_token))
             server.add_generic_rpc_handlers((self.service.handler(),))
             self._health = health.aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -109,20 +142,35 @@ class AvatarNodeServer:
                 (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
                 server,
             )
-            self.port = server.add_insecure_port(f"{config.host}:{config.port}")
-            if self.port == 0:
-                raise OSError(f"cannot listen on {config.host}:{config.port}")
+            address = f"{config.host}:{config.port}"
+            try:
+                if credentials is None:
+                    self.port = server.add_insecure_port(address)
+                else:
+                    self.port = server.add_secure_port(address, credentials)
+            except RuntimeError:  # taken between the check above and now
+                raise ListenError(f"cannot listen on {address}: the port is in use or the address is "
+                                  "not this machine's; choose another --port (0 picks a free one)") from None
+            if config.metrics_port is not None:
+                self.metrics = MetricsServer(node_registry(self.runtime, errors))
+                self.metrics_port = await self.metrics.start(
+                    config.metrics_host or config.host, config.metrics_port)
             await server.start()
             if config.web_port is not None:
                 await self._start_web(server)
         except BaseException:
+            if self.metrics is not None:
+                await self.metrics.stop()
+            if server is not None:
+                await server.stop(None)  # else grpc tears it down later, on a closed event loop
             await self.runtime.aclose()
             raise
         self._server = server
         self.runtime.add_listener(self._readiness_changed)
         await self._set_health()
         names = ", ".join(e.info.name for e in self.runtime.engines)
-        log.info("avatar node listening on %s:%d (engines %s)", config.host, self.port, names)
+        log.info("avatar node listening on %s:%d%s (engines %s)", config.host, self.port,
+                 " with TLS" if credentials else "", names)
         return self.port
 
     async def _start_web(self, grpc_server: grpc.aio.Server) -> None:
@@ -175,6 +223,8 @@ class AvatarNodeServer:
         if self.web is not None:  # its sessions ended with the drain; close what is left, stop serving
             await self.web.stop()
         await server.stop(1.0)
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self._health_update is not None:
             await asyncio.gather(self._health_update, return_exceptions=True)
         await self.runtime.aclose()

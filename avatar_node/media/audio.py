@@ -31,7 +31,9 @@ _AV_FORMATS = {np.dtype(np.int16): "s16", np.dtype(np.float32): "flt"}
 def validate_sample_rate(rate: int) -> int:
     """Return `rate` if it is a usable sample rate in Hz, else raise AvatarInputError."""
     if isinstance(rate, bool) or not isinstance(rate, numbers.Integral):
-        raise AvatarInputError(f"sample_rate must be a whole number of Hz, e.g. 16000 or 48000; got {rate!r}", "BAD_AUDIO")
+        raise AvatarInputError(
+            f"sample_rate must be a whole number of Hz, e.g. 16000 or 48000; got {rate!r}", "BAD_AUDIO"
+        )
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AvatarInputError(
             f"sample_rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz; got {rate}", "BAD_AUDIO"

@@ -24,7 +24,9 @@ from .speech import SpeechTurn
 from .stats import StreamCounters
 
 
-def turn_event(turn: SpeechTurn, kind: TurnKind, clock: MediaClock, pts: int = 0, interrupted: bool = False) -> TurnEvent:
+def turn_event(
+    turn: SpeechTurn, kind: TurnKind, clock: MediaClock, pts: int = 0, interrupted: bool = False
+) -> TurnEvent:
     rate = clock.clock_rate
     if kind is TurnKind.FINISHED:
         pts = (turn.start_pts or 0) + turn.played

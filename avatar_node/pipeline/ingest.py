@@ -8,7 +8,6 @@ loop that paces every live session.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 

@@ -34,6 +34,7 @@ from .scheduler import StepScheduler
 from .status import RuntimeStatus, can_take_live, runtime_status
 from .stream import AvatarStream
 from .threads import WorkPools, limit_numeric_threads, tune_interpreter
+from .totals import FrameTotals
 
 if TYPE_CHECKING:
     from avatar_node.speech.tts import SpeechSynthesizer
@@ -82,9 +83,12 @@ class AvatarRuntime:
         self._frame_cost_ms: dict[str, float] = {}
         self._listeners: list[Callable[[], None]] = []
         self.draining = False
-        #: Sessions ended, by reason; refusals and errors are counted by the transports.
+        #: Sessions ended, by reason; errors are counted by the transports.
         self.ended: Counter[str] = Counter()
         self.started = 0
+        #: Sessions refused before they opened, by reason; and closed streams' frame figures.
+        self.refused: Counter[str] = Counter()
+        self.totals = FrameTotals()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -165,8 +169,8 @@ class AvatarRuntime:
         if identity is None:
             raise errors.not_found(
                 "UNKNOWN_AVATAR",
-                f"unknown avatar_id {avatar_id[:80]!r}; it may have been evicted: prepare the photo again (PrepareAvatar) "
-                "or send the image itself",
+                f"unknown avatar_id {avatar_id[:80]!r}; it may have been evicted: prepare the photo again "
+                "(PrepareAvatar) or send the image itself",
             )
         return identity
 
@@ -190,17 +194,23 @@ class AvatarRuntime:
             self._frame_cost_ms[name] = max(costs)
         return dict(self._frame_cost_ms)
 
-    async def open_stream(self, avatar: bytes | str | Identity, options: SessionOptions | None = None) -> AvatarStream:
+    async def open_stream(
+        self, avatar: bytes | str | Identity, options: SessionOptions | None = None
+    ) -> AvatarStream:
         """Start a stream for a photo (bytes), a prepared avatar id, or an Identity."""
         options = options or SessionOptions()
         engine = self.engine(options.engine)
         resolve_voice = self._synth.resolve_voice if self._synth is not None else None
         options = resolve_options(options, engine.info, resolve_voice)
-        if self.draining:
-            raise errors.unavailable("NODE_DRAINING", "the node is shutting down; connect to another node")
         demand = Demand(engine.info.name, options.live, options.fps, options.width * options.height / 1e6)
-        lease = self.admission.acquire(demand, self.frame_costs(), engine.realtime_capacity(),
-                                       self._lagging() if options.live else False)
+        try:
+            if self.draining:
+                raise errors.unavailable("NODE_DRAINING", "the node is shutting down; connect to another node")
+            lease = self.admission.acquire(demand, self.frame_costs(), engine.realtime_capacity(),
+                                           self._lagging() if options.live else False)
+        except errors.PipelineError as exc:
+            self.refused[exc.reason] += 1
+            raise
         self._changed()
         stream: AvatarStream | None = None
         try:
@@ -209,6 +219,7 @@ class AvatarRuntime:
             def closed(s: AvatarStream) -> None:
                 self.admission.release(lease)
                 self.streams.discard(s)
+                self.totals.add(s.counters.figures())  # together with the discard: totals stay monotonic
                 self.ended[(s.end_reason or EndReason.CLIENT_CANCELLED).value] += 1
                 self._changed()
 

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .items import Stats
+from .totals import FrameFigures, Histogram, frame_cpu_histogram, lag_histogram
 
 #: The window over which a session's share of repeated frames is judged, in seconds.
 RECENT_S = 5.0
@@ -34,16 +35,22 @@ class StreamCounters:
     #: that cannot keep up; `recent_skipped` counts the skipped ones among them.
     recent: deque[tuple[float, bool]] = field(default_factory=deque)
     recent_skipped: int = 0
+    #: Everything observed, for the node's metrics (the deques above keep only recent values).
+    engine_cpu_hist: Histogram = field(default_factory=frame_cpu_histogram)
+    encode_cpu_hist: Histogram = field(default_factory=frame_cpu_histogram)
+    lag_hist: Histogram = field(default_factory=lag_histogram)
 
     def record_encode(self, cpu_s: float) -> None:
         ms = cpu_s * 1000
         self.encode_cpu_ms.append(ms)
+        self.encode_cpu_hist.observe(ms)
         self.encode_ms_recent = max(ms, 0.95 * self.encode_ms_recent)
 
     def record_step(self, frames: int, wall_s: float, cpu_s: float) -> None:
         if frames:
             self.step_wall_s.append(wall_s / frames)
             self.engine_cpu_ms.append(cpu_s * 1000 / frames)
+            self.engine_cpu_hist.observe(cpu_s * 1000 / frames, frames)
 
     def step_estimate(self, frames: int) -> float:
         """A pessimistic wall time for a step of `frames` frames (the 90th percentile)."""
@@ -61,6 +68,7 @@ class StreamCounters:
     def record_delivery(self, lag_s: float, frame_s: float, skipped: bool, now: float) -> None:
         self.lag_s = lag_s
         self.max_lag_s = max(self.max_lag_s, lag_s)
+        self.lag_hist.observe(lag_s)
         if lag_s > frame_s:
             self.frames_late += 1
         self.recent.append((now, skipped))
@@ -71,6 +79,10 @@ class StreamCounters:
     def skipped_share(self) -> float:
         """Share of the frames of the last RECENT_S seconds that were repeats."""
         return self.recent_skipped / len(self.recent) if len(self.recent) >= 10 else 0.0
+
+    def figures(self) -> FrameFigures:
+        return FrameFigures(self.frames_sent, self.frames_dropped, self.frames_skipped, self.frames_late,
+                            self.engine_cpu_hist, self.encode_cpu_hist, self.lag_hist)
 
     def snapshot(self, media_seconds: float, underruns: int, queued_ms: int) -> Stats:
         elapsed = max(1e-6, time.monotonic() - self.started)

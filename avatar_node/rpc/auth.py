@@ -26,10 +26,12 @@ def token_matches(header: str | bytes, token: str) -> bool:
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, on_denied: Callable[[], None] | None = None) -> None:
         self._token = token
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            if on_denied is not None:  # counted for the metrics
+                on_denied()
             await context.abort_with_status(to_status(_DENIED))
 
         async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:

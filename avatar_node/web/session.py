@@ -22,7 +22,7 @@ from typing import Any, Callable
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from avatar_node.pipeline import AVFrame, AvatarStream, Ended, EndReason, Notice, Stats, TurnEvent, TurnKind
+from avatar_node.pipeline import AvatarStream, AVFrame, Ended, EndReason, Notice, Stats, TurnEvent, TurnKind
 
 from .microphone import MicMode, MicrophoneRouter
 from .tracks import AvatarAudioTrack, AvatarVideoTrack, SentClock

@@ -17,8 +17,8 @@ from .decode import H264Decoder, MediaFrame, VideoFrame
 from .errors import AvatarError
 from .events import (
     AudioPacket,
-    EngineDescription,
     Ended,
+    EngineDescription,
     Event,
     FaceBox,
     NodeInfo,
@@ -34,6 +34,7 @@ from .mp4 import Mp4Writer
 from .render import RenderResult, record_session, render_to_mp4
 from .session import AvatarSession
 from .sync import AvatarClient, AvatarSessionSync
+from .tls import tls_credentials
 
 __all__ = [
     "AsyncAvatarClient",
@@ -62,4 +63,5 @@ __all__ = [
     "read_audio_file",
     "record_session",
     "render_to_mp4",
+    "tls_credentials",
 ]

@@ -3,11 +3,14 @@
     avatar say "Hello there" --image me.jpg -o hello.mp4
     avatar speak speech.wav --image me.jpg -o speech.mp4 --target 10.0.0.5:50051
     avatar info --target 10.0.0.5:50051
+    avatar prepare me.jpg --target 10.0.0.5:50051         # prints an id for --avatar-id
+    avatar say "Hi" --avatar-id ID --target 10.0.0.5:50051 --ca ca.pem -o hi.mp4
     avatar obs --setup          # the avatar as a live source in OBS (the [obs] extra)
     avatar cam --image me.jpg --say "Hello everyone"      # virtual camera + microphone
     avatar web                  # talk to the avatar in a browser (the [web] extra)
 
 Without --target an in-process node is started for the command and stopped afterwards.
+Mistakes in the command line exit with status 2, failures with 1.
 """
 
 from __future__ import annotations
@@ -23,19 +26,32 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import grpc
 from tqdm import tqdm
 
 from .audio import read_audio_file
 from .client import AsyncAvatarClient, load_image
 from .errors import AvatarError
-from .events import NodeInfo
+from .events import NodeInfo, PreparedAvatar
 from .render import RenderResult, render_to_mp4
+from .tls import tls_credentials
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("avatar-node")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "unknown"
 
 SAMPLE_IMAGE = "assets/sample_portrait.jpg"
 
 
 class CliError(Exception):
     """A failure to report as `error: <message>` with exit status 1."""
+
+
+class UsageError(CliError):
+    """A command line that cannot work as given: `error: <message>`, exit status 2."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -52,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatar", description="Render and inspect talking avatars on an avatar node."
     )
+    parser.add_argument("--version", action="version", version=f"avatar {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     connection = argparse.ArgumentParser(add_help=False)
@@ -63,9 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("AVATAR_TOKEN"),
         help="bearer token for a node that requires one (default: $AVATAR_TOKEN)",
     )
+    connection.add_argument("--tls", action="store_true",
+                            help="connect with TLS, trusting the system's CAs (implied by --ca and --cert)")
+    connection.add_argument("--ca", type=Path, metavar="FILE",
+                            help="TLS: the PEM CA certificate that signed the node's")
+    connection.add_argument("--cert", type=Path, metavar="FILE",
+                            help="mutual TLS: this client's PEM certificate (with --key)")
+    connection.add_argument("--key", type=Path, metavar="FILE", help="mutual TLS: the PEM private key of --cert")
 
     render = argparse.ArgumentParser(add_help=False, parents=[connection])
-    render.add_argument("--image", type=Path, help="reference photo (default: the bundled sample portrait)")
+    who = render.add_mutually_exclusive_group()
+    who.add_argument("--image", type=Path, help="reference photo (default: the bundled sample portrait)")
+    who.add_argument("--avatar-id", default="", metavar="ID",
+                     help="a photo already prepared on the --target node (`avatar prepare`)")
     render.add_argument("-o", "--output", type=Path, default=Path("avatar.mp4"), help="MP4 to write")
     render.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
     render.add_argument("--fps", type=float, default=25.0)
@@ -85,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
 
-    prepare = commands.add_parser("prepare", parents=[connection], help="upload a photo, print its avatar id")
+    prepare = commands.add_parser(
+        "prepare", parents=[connection],
+        help="upload a photo to the --target node, print its id (for --avatar-id)",
+    )
     prepare.add_argument("image", type=Path, metavar="IMAGE")
     prepare.add_argument("--engine", default="")
     prepare.set_defaults(run=run_prepare)
@@ -114,12 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from --tls/--ca/--cert/--key, or None for a plaintext connection."""
+    if not (args.tls or args.ca or args.cert or args.key):
+        return None
+    if not args.target:
+        raise UsageError("--tls, --ca, --cert and --key are for a remote node: add --target HOST:PORT")
+    try:
+        return tls_credentials(ca=args.ca, cert=args.cert, key=args.key)
+    except ValueError as error:
+        raise UsageError(str(error).replace("cert and key", "--cert and --key")) from None
+
+
+def connect(target: str, token: str | None, args: argparse.Namespace) -> AsyncAvatarClient:
+    return AsyncAvatarClient(target, token, credentials=channel_credentials(args) if args.target else None)
+
+
 @contextlib.contextmanager
 def node_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
     """The node to talk to: --target, or a node started here for this command."""
+    channel_credentials(args)  # complain about TLS options before any work
     if args.target:
         yield args.target, args.token
         return
+    if getattr(args, "avatar_id", ""):
+        raise UsageError("--avatar-id names a photo prepared on a running node: add --target HOST:PORT "
+                         "(without --target a node is started just for this command, and knows no ids)")
     try:  # the node's heavy parts are only needed when running one in-process
         from avatar_node.server import NodeConfig, start_background_node
     except ImportError as error:
@@ -176,19 +226,30 @@ class ProgressBar:
             self._bar.close()
 
 
+def check_output(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: the folder {folder} does not exist (create it, or choose "
+                         "another -o)")
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder; give a file name such as {path / 'avatar.mp4'}")
+
+
 def render(args: argparse.Namespace, **what: object) -> int:
-    image = load_image(args.image) if args.image else sample_image()
+    check_output(args.output)
+    image = None if args.avatar_id else (load_image(args.image) if args.image else sample_image())
     width, height = args.size
     bar = ProgressBar(enabled=not args.quiet)
     try:
         with node_target(args) as (target, token):
 
             async def go() -> RenderResult:
-                async with AsyncAvatarClient(target, token) as client:
+                async with connect(target, token, args) as client:
                     return await render_to_mp4(
                         client,
                         args.output,
                         image=image,
+                        avatar_id=args.avatar_id,
                         engine=args.engine,
                         width=width,
                         height=height,
@@ -246,7 +307,7 @@ def run_info(args: argparse.Namespace) -> int:
     with node_target(args) as (target, token):
 
         async def go() -> NodeInfo:
-            async with AsyncAvatarClient(target, token) as client:
+            async with connect(target, token, args) as client:
                 return await client.node_info()
 
         info = asyncio.run(go())
@@ -255,11 +316,14 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    if not args.target:
+        raise UsageError("avatar prepare needs --target HOST:PORT: the id it prints names the photo on that "
+                         "node, for later --avatar-id (a node started just for this command would forget it)")
     image = load_image(args.image)
     with node_target(args) as (target, token):
 
-        async def go():  # type: ignore[no-untyped-def]
-            async with AsyncAvatarClient(target, token) as client:
+        async def go() -> PreparedAvatar:
+            async with connect(target, token, args) as client:
                 return await client.prepare_avatar(image, engine=args.engine)
 
         prepared = asyncio.run(go())
@@ -328,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except AvatarError as error:
         print(f"error: {error}", file=sys.stderr)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (CliError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -39,8 +39,8 @@ class AsyncAvatarClient:
     ...     session = await client.start_session(image=Path("me.jpg"), mode="render")
 
     `token` is sent as `authorization: Bearer <token>` on every call. Pass `credentials`
-    (e.g. `grpc.ssl_channel_credentials()`) for TLS. The channel opens on first use, in the
-    running event loop.
+    for TLS: `tls_credentials()` (the system's CAs), `tls_credentials(ca="ca.pem")`, plus
+    `cert=` and `key=` for mutual TLS. The channel opens on first use, in the running event loop.
     """
 
     def __init__(
@@ -85,7 +85,7 @@ class AsyncAvatarClient:
                 avatar_pb2.GetNodeInfoRequest(), metadata=self._metadata, timeout=timeout
             )
         except grpc.aio.AioRpcError as error:
-            raise AvatarError.from_rpc_error(error) from None
+            raise AvatarError.from_rpc_error(error, tls=self._credentials is not None) from None
         return NodeInfo.from_proto(reply)
 
     async def prepare_avatar(
@@ -96,7 +96,7 @@ class AsyncAvatarClient:
         try:
             reply = await self._node().PrepareAvatar(request, metadata=self._metadata, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            raise AvatarError.from_rpc_error(error) from None
+            raise AvatarError.from_rpc_error(error, tls=self._credentials is not None) from None
         return PreparedAvatar.from_proto(reply)
 
     async def start_session(
@@ -160,7 +160,7 @@ class AsyncAvatarClient:
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as error:
-            raise refuse(AvatarError.from_rpc_error(error)) from None
+            raise refuse(AvatarError.from_rpc_error(error, tls=self._credentials is not None)) from None
         except BaseException:
             refuse(AvatarError(grpc.StatusCode.CANCELLED, "cancelled"))
             raise

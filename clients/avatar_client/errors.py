@@ -29,15 +29,30 @@ class AvatarError(Exception):
         return f"AvatarError({self.code.name}, {self.reason or '-'}, {self.message!r})"
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> "AvatarError":
-        """Wrap a grpc (or grpc.aio) error, keeping the node's message."""
+    def from_rpc_error(cls, error: grpc.RpcError, tls: bool | None = None) -> "AvatarError":
+        """Wrap a grpc (or grpc.aio) error, keeping the node's message. `tls`: whether the
+        channel used TLS, for a hint when the connection itself failed."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else None
         if not details:
             details = f"the call failed with {code.name} and no message"
         if code == grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
-            details += " (is the node running, and is --target HOST:PORT right?)"
+            details += f" ({_connection_hint(details, tls)})"
         return cls(code, details, _error_reason(error))
+
+
+def _connection_hint(details: str, tls: bool | None) -> str:
+    """What to check when a connection failed, from what gRPC said about it."""
+    if "WRONG_VERSION_NUMBER" in details and tls:
+        return "the node does not seem to serve TLS: connect without --tls/--ca, or give the node --tls-cert"
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return "the node's certificate is not signed by a CA this client trusts: pass the CA that signed it (--ca)"
+    if "Socket closed" in details and tls is False:
+        return "the node closed the connection: it may require TLS (--tls, or --ca FILE for its own CA)"
+    if "Socket closed" in details and tls:
+        return ("the node closed the connection: it may require a client certificate (--cert FILE --key FILE), "
+                "or not be an avatar node")
+    return "is the node running, and is --target HOST:PORT right?"
 
 
 def _error_reason(error: grpc.RpcError) -> str:

@@ -28,6 +28,8 @@ from .events import (
 #: Messages waiting to go out. Full means the node is not taking input as fast as we
 #: produce it; senders then wait (a few seconds of 100 ms audio chunks fit).
 OUTBOX_SIZE = 32
+#: After `ended`, how long closing waits for the call's final status before cancelling it.
+ENDED_STATUS_WAIT_S = 2.0
 
 
 class AvatarSession:
@@ -208,9 +210,9 @@ class AvatarSession:
                 except grpc.aio.AioRpcError as error:
                     raise AvatarError.from_rpc_error(error) from None
                 if message is grpc.aio.EOF:
-                    error = await self._closed_error()
-                    if error.code != grpc.StatusCode.FAILED_PRECONDITION:
-                        raise error
+                    closed = await self._closed_error()
+                    if closed.code != grpc.StatusCode.FAILED_PRECONDITION:
+                        raise closed
                     return  # the node closed the stream cleanly without `ended`
                 event = event_from_proto(message, clock_rate)
                 if event is None or isinstance(event, SessionReady):
@@ -285,10 +287,19 @@ class AvatarSession:
 
     async def aclose(self) -> None:
         """Close the session now. If it has not ended, the call is cancelled (the node
-        reports "client_cancelled"); queued speech is dropped. Idempotent."""
+        reports "client_cancelled"); queued speech is dropped. Idempotent.
+
+        Once `ended` has arrived the call is over in all but name: its status follows, so
+        it is awaited (briefly) instead of cancelled, and the call finishes with OK.
+        """
+        self._finish_requests()
+        if self.ended is not None and not self._call_done.is_set():
+            try:
+                await asyncio.wait_for(self._call_done.wait(), ENDED_STATUS_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
         if not self._call_done.is_set():
             self._call.cancel()
-        self._finish_requests()
 
     async def __aenter__(self) -> "AvatarSession":
         return self

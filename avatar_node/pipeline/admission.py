@@ -3,10 +3,10 @@
 Two limits. Slots: at most `max_sessions` streams of any kind. Compute, for live
 streams: each one costs fps x (engine + encoder CPU time per frame, measured per
 megapixel from the streams running and scaled to its size, plus the event loop's
-share); live streams may plan on LOAD_TARGET of the node's cores. Render streams run at low OS priority on what live ones leave, so
-they take only a slot. An engine that knows its own real-time capacity (a GPU engine
-measures it) caps its live streams at that. While any live stream is falling behind,
-no new live stream starts.
+share); live streams may plan on LOAD_TARGET of the node's cores. Render streams run at
+low OS priority on what live ones leave, so they take only a slot. An engine that knows
+its own real-time capacity (a GPU engine measures it) caps its live streams at that. While
+any live stream is falling behind, no new live stream starts.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from avatar_node.engines.base import AvatarInputError, Engine, EngineStream, Identity, StreamOptions
 from avatar_node.media.clock import MediaClock

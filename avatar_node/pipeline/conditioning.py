@@ -7,7 +7,7 @@ an engine test sees exactly what the node would send.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 

@@ -10,7 +10,7 @@ delivered a keyframe; a render stream never gets here without room.
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 

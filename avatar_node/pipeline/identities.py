@@ -13,7 +13,8 @@ import dataclasses
 import functools
 import hashlib
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 

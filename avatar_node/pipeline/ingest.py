@@ -8,8 +8,9 @@ loop that paces every live session.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,7 +39,9 @@ class AudioConverter:
     def __init__(self, source_rate: int, clock_rate: int) -> None:
         self.source_rate = source_rate
         self._to_output = None if source_rate == clock_rate else StreamResampler(source_rate, clock_rate)
-        self._to_engine = None if source_rate == SPEECH_SAMPLE_RATE else StreamResampler(source_rate, SPEECH_SAMPLE_RATE)
+        self._to_engine = (
+            None if source_rate == SPEECH_SAMPLE_RATE else StreamResampler(source_rate, SPEECH_SAMPLE_RATE)
+        )
 
     def convert(self, samples: np.ndarray, final: bool) -> tuple[np.ndarray, np.ndarray]:
         outs, engs = [], []
@@ -77,7 +80,8 @@ def parse_pcm(pcm: bytes | np.ndarray, rate: int, channels: int) -> ParsedAudio:
         if audio.ndim == 2:
             audio = audio.mean(axis=1) if audio.dtype.kind == "f" else np.rint(audio.astype(np.float32).mean(axis=1))
         if audio.ndim != 1:
-            raise AvatarInputError(f"audio must be shaped (samples,) or (samples, channels); got {audio.shape}", "BAD_AUDIO")
+            raise AvatarInputError(f"audio must be shaped (samples,) or (samples, channels); got "
+                                   f"{audio.shape}", "BAD_AUDIO")
         if audio.dtype.kind == "f":
             audio = np.clip(np.nan_to_num(audio) * 32768.0, -32768, 32767)
         return ParsedAudio(np.asarray(audio, dtype=np.int16), rate)
@@ -113,7 +117,13 @@ class SpeechIngest:
             )
 
     async def push_audio(
-        self, pcm: bytes | np.ndarray, rate: int, channels: int, end_of_turn: bool, turn_id: str, now: Callable[[], float]
+        self,
+        pcm: bytes | np.ndarray,
+        rate: int,
+        channels: int,
+        end_of_turn: bool,
+        turn_id: str,
+        now: Callable[[], float],
     ) -> SpeechTurn | None:
         """Add streamed speech. Returns the turn if this call closed it."""
         size = pcm.nbytes if isinstance(pcm, np.ndarray) else len(pcm)
@@ -177,7 +187,7 @@ class SpeechIngest:
             await self._finish(self._queue.open_turn)
         return self._queue.queue_clip(turn_id, clip.rate, clip.output, clip.engine, clip.phonemes)
 
-    def _synthesize_and_convert(self, text: str, voice: str) -> "_ConvertedClip":
+    def _synthesize_and_convert(self, text: str, voice: str) -> _ConvertedClip:
         assert self._synthesize is not None
         try:
             clip = self._synthesize(text, voice)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -90,4 +89,4 @@ class Ended:
     last_pts: int
 
 
-StreamItem = Union[AVFrame, TurnEvent, Notice, Stats, Ended]
+StreamItem = AVFrame | TurnEvent | Notice | Stats | Ended

@@ -83,7 +83,8 @@ class Outbox:
                 dropped, self._notices_dropped = self._notices_dropped, 0
                 self._notices += 1
                 self._items.append(
-                    Notice(NoticeCode.NOTICES_DROPPED, f"{dropped} notices were dropped: the consumer did not read them")
+                    Notice(NoticeCode.NOTICES_DROPPED, f"{dropped} notices were dropped: the "
+                                                       f"consumer did not read them")
                 )
         self._changed.set()
         return item

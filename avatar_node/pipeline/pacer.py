@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from .board import FrameBoard
 from .delivery import Delivery

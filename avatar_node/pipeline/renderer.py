@@ -15,7 +15,7 @@ room in the outbox, and frames are delivered as soon as they are rendered.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from avatar_node.engines.base import EngineStream
 from avatar_node.media.clock import MediaClock
@@ -24,8 +24,8 @@ from .board import CutFrame, FrameBoard
 from .conditioning import ConditioningCutter
 from .delivery import Delivery
 from .outbox import Outbox
-from .scheduler import StepResult, StepScheduler
 from .schedule import LATE_AUDIO_GRACE_S, SKIP_SLACK_S, LiveSchedule, earliest_start
+from .scheduler import StepResult, StepScheduler
 from .speech import SpeechQueue
 from .stats import StreamCounters
 

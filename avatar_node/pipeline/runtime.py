@@ -19,8 +19,9 @@ import logging
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from avatar_node.engines import registry
 from avatar_node.engines.base import Engine, Identity
@@ -117,7 +118,7 @@ class AvatarRuntime:
         for engine in self._engines.values():
             engine.close()
 
-    async def __aenter__(self) -> "AvatarRuntime":
+    async def __aenter__(self) -> AvatarRuntime:
         await self.start()
         return self
 

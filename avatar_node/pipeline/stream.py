@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class AvatarStream:
         options: SessionOptions,
         synthesize: Callable[[str, str], SpeechClip] | None,
         resolve_voice: Callable[[str], str] | None,
-        on_closed: Callable[["AvatarStream"], None],
+        on_closed: Callable[[AvatarStream], None],
     ) -> None:
         self.session_id = uuid.uuid4().hex[:16]
         self.engine = engine
@@ -219,7 +219,7 @@ class AvatarStream:
 
     # ------------------------------------------------------------------ output
 
-    def __aiter__(self) -> "AvatarStream":
+    def __aiter__(self) -> AvatarStream:
         return self
 
     async def __anext__(self) -> StreamItem:
@@ -254,4 +254,5 @@ class AvatarStream:
 
 def _check_name(field: str, value: str) -> None:
     if len(value) > MAX_NAME_CHARS:
-        raise errors.invalid("NAME_TOO_LONG", f"`{field}` is {len(value)} characters long; keep it under {MAX_NAME_CHARS}")
+        raise errors.invalid("NAME_TOO_LONG", f"`{field}` is {len(value)} characters long; keep it "
+                                              f"under {MAX_NAME_CHARS}")

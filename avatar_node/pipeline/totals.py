@@ -9,8 +9,8 @@ monotonic for a reader on that loop (see `FrameTotals.with_open`).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 #: Bucket upper bounds for CPU per frame (ms) and for live lag (s).
 FRAME_CPU_BUCKETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
@@ -33,7 +33,7 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += times
         self.total += value * times
 
-    def add(self, other: "Histogram") -> None:
+    def add(self, other: Histogram) -> None:
         for i, n in enumerate(other.counts):
             self.counts[i] += n
         self.total += other.total
@@ -71,7 +71,7 @@ class FrameFigures:
     encode_cpu_ms: Histogram = field(default_factory=frame_cpu_histogram)
     lag_s: Histogram = field(default_factory=lag_histogram)
 
-    def add(self, other: "FrameFigures") -> None:
+    def add(self, other: FrameFigures) -> None:
         self.frames_sent += other.frames_sent
         self.frames_dropped += other.frames_dropped
         self.frames_skipped += other.frames_skipped

@@ -6,7 +6,17 @@ from avatar_proto import avatar_pb2 as pb
 
 from avatar_node import __version__
 from avatar_node.pipeline import errors
-from avatar_node.pipeline.items import AVFrame, Ended, EndReason, Notice, NoticeCode, Stats, StreamItem, TurnEvent, TurnKind
+from avatar_node.pipeline.items import (
+    AVFrame,
+    Ended,
+    EndReason,
+    Notice,
+    NoticeCode,
+    Stats,
+    StreamItem,
+    TurnEvent,
+    TurnKind,
+)
 from avatar_node.pipeline.options import SessionOptions
 from avatar_node.pipeline.runtime import PreparedAvatar
 from avatar_node.pipeline.status import RuntimeStatus
@@ -52,7 +62,8 @@ def start_request(start: pb.StartSession) -> tuple[bytes | str, SessionOptions]:
     if out.codec not in (pb.VIDEO_CODEC_UNSPECIFIED, pb.VIDEO_CODEC_H264):
         raise errors.invalid("BAD_OUTPUT_FORMAT", "only H.264 output is supported (codec 0 or VIDEO_CODEC_H264)")
     if start.framing not in _FRAMING:
-        raise errors.invalid("BAD_OUTPUT_FORMAT", f"framing {start.framing} is unknown; use FRAMING_AUTO or FRAMING_FIT")
+        raise errors.invalid("BAD_OUTPUT_FORMAT", f"framing {start.framing} is unknown; use "
+                                                  f"FRAMING_AUTO or FRAMING_FIT")
     options = SessionOptions(
         engine=start.engine,
         live=start.mode != pb.SESSION_MODE_RENDER,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
-
 from avatar_proto import avatar_pb2 as pb
+from google.protobuf.message import DecodeError
 
 from avatar_node.pipeline import errors
 from avatar_node.pipeline.errors import PipelineError
@@ -161,7 +161,8 @@ class AvatarNodeService:
         except StopAsyncIteration:
             raise errors.precondition("NO_START", "the call ended before `start`; send `start` first") from None
         except asyncio.TimeoutError:
-            raise errors.precondition("NO_START", f"no `start` within {START_TIMEOUT_S:g} s; send `start` first") from None
+            raise errors.precondition("NO_START", f"no `start` within {START_TIMEOUT_S:g} s; send "
+                                                  f"`start` first") from None
         if first is MALFORMED:
             raise _malformed("ClientEvent")
         kind = first.WhichOneof("event")

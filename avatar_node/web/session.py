@@ -15,9 +15,10 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -47,7 +48,7 @@ class WebSession:
         *,
         limits: SessionLimits = SessionLimits(),
         mic_mode: MicMode = "listen",
-        on_closed: Callable[["WebSession"], None] = lambda s: None,
+        on_closed: Callable[[WebSession], None] = lambda s: None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.stream = stream

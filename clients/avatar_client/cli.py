@@ -22,9 +22,9 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import grpc
 from tqdm import tqdm

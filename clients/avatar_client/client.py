@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Sequence
+from typing import Literal
 
 import grpc
 from avatar_proto import avatar_pb2, avatar_pb2_grpc
@@ -191,7 +192,7 @@ class AsyncAvatarClient:
             self._channel = None
             self._stub = None
 
-    async def __aenter__(self) -> "AsyncAvatarClient":
+    async def __aenter__(self) -> AsyncAvatarClient:
         return self
 
     async def __aexit__(

@@ -29,7 +29,7 @@ class AvatarError(Exception):
         return f"AvatarError({self.code.name}, {self.reason or '-'}, {self.message!r})"
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError, tls: bool | None = None) -> "AvatarError":
+    def from_rpc_error(cls, error: grpc.RpcError, tls: bool | None = None) -> AvatarError:
         """Wrap a grpc (or grpc.aio) error, keeping the node's message. `tls`: whether the
         channel used TLS, for a hint when the connection itself failed."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN

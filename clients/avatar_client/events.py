@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 from avatar_proto import avatar_pb2
@@ -38,7 +37,7 @@ class SessionReady:
         return self.clock_rate / self.fps
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.SessionReady) -> "SessionReady":
+    def from_proto(cls, msg: avatar_pb2.SessionReady) -> SessionReady:
         out = msg.output
         return cls(
             session_id=msg.session_id,
@@ -70,7 +69,7 @@ class VideoPacket:
     repeated: bool = False  # live: the node fell behind and repeated the previous picture
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.VideoPacket, clock_rate: int) -> "VideoPacket":
+    def from_proto(cls, msg: avatar_pb2.VideoPacket, clock_rate: int) -> VideoPacket:
         return cls(
             data=msg.data,
             pts=msg.pts,
@@ -102,7 +101,7 @@ class AudioPacket:
         return len(self.pcm) // 2 / self.sample_rate if self.sample_rate else 0.0
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.AudioPacket, clock_rate: int) -> "AudioPacket":
+    def from_proto(cls, msg: avatar_pb2.AudioPacket, clock_rate: int) -> AudioPacket:
         return cls(
             pcm=msg.pcm,
             pts=msg.pts,
@@ -137,7 +136,7 @@ class TurnEvent:
     duration_ms: int  # the turn's full length, 0 where not yet known
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.TurnEvent) -> "TurnEvent":
+    def from_proto(cls, msg: avatar_pb2.TurnEvent) -> TurnEvent:
         return cls(
             turn_id=msg.turn_id,
             kind=_TURN_KINDS.get(msg.kind, TurnKind.UNKNOWN),
@@ -165,7 +164,7 @@ class Stats:
     frames_skipped: int = 0  # live: frames repeated because the node fell behind
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.SessionStats) -> "Stats":
+    def from_proto(cls, msg: avatar_pb2.SessionStats) -> Stats:
         return cls(
             frames_sent=msg.frames_sent,
             frames_dropped=msg.frames_dropped,
@@ -199,7 +198,7 @@ class Ended:
 
 
 #: Anything `AvatarSession.events()` yields.
-Event = Union[VideoPacket, AudioPacket, TurnEvent, Stats, Notice, Ended]
+Event = VideoPacket | AudioPacket | TurnEvent | Stats | Notice | Ended
 
 
 def _enum_name(enum: object, value: int, prefix: str) -> str:
@@ -268,7 +267,7 @@ class NodeInfo:
         return self.engines[0].name if self.engines else None
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.NodeInfo) -> "NodeInfo":
+    def from_proto(cls, msg: avatar_pb2.NodeInfo) -> NodeInfo:
         return cls(
             version=msg.version,
             engines=tuple(
@@ -315,7 +314,7 @@ class PreparedAvatar:
     cached: bool
 
     @classmethod
-    def from_proto(cls, msg: avatar_pb2.PrepareAvatarResponse) -> "PreparedAvatar":
+    def from_proto(cls, msg: avatar_pb2.PrepareAvatarResponse) -> PreparedAvatar:
         face = None
         if msg.HasField("face"):
             f = msg.face

@@ -37,6 +37,7 @@ class Mp4Writer:
         self._codec_config = codec_config
         self._time_base = Fraction(1, clock_rate)
         # faststart moves the index to the front so players can start before the end arrives.
+        self._rate = Fraction(fps).limit_denominator(1001)
         self._container = av.open(
             str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
         )
@@ -44,7 +45,7 @@ class Mp4Writer:
         # extradata, FFmpeg's MP4 muxer builds the avcC box from the first packet's SPS/PPS
         # and rewrites Annex B start codes into length prefixes.
         self._video = self._container.add_mux_stream(
-            "h264", rate=Fraction(fps).limit_denominator(1001), width=width, height=height
+            "h264", rate=self._rate, width=width, height=height
         )
         self._video.time_base = self._time_base
         self._audio = self._container.add_stream("aac", rate=clock_rate, layout="mono")
@@ -59,7 +60,7 @@ class Mp4Writer:
         self.audio_samples_written = 0
 
     @classmethod
-    def for_session(cls, path: str | Path, ready: SessionReady) -> "Mp4Writer":
+    def for_session(cls, path: str | Path, ready: SessionReady) -> Mp4Writer:
         """A writer set up for the format a session announced."""
         return cls(
             path,
@@ -97,7 +98,7 @@ class Mp4Writer:
         av_packet = av.Packet(data)
         av_packet.pts = pts
         av_packet.dts = dts
-        av_packet.duration = packet.duration or round(self.clock_rate / float(self._video.average_rate))
+        av_packet.duration = packet.duration or round(self.clock_rate / float(self._rate))
         av_packet.time_base = self._time_base
         av_packet.is_keyframe = packet.keyframe
         av_packet.stream = self._video
@@ -146,7 +147,7 @@ class Mp4Writer:
         finally:
             self._container.close()
 
-    def __enter__(self) -> "Mp4Writer":
+    def __enter__(self) -> Mp4Writer:
         return self
 
     def __exit__(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import AsyncIterator
 
 import grpc
 import numpy as np
@@ -301,7 +301,7 @@ class AvatarSession:
         if not self._call_done.is_set():
             self._call.cancel()
 
-    async def __aenter__(self) -> "AvatarSession":
+    async def __aenter__(self) -> AvatarSession:
         return self
 
     async def __aexit__(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -132,7 +133,7 @@ class AvatarSessionSync:
     def close(self) -> None:
         self._loop.run(self._session.aclose())
 
-    def __enter__(self) -> "AvatarSessionSync":
+    def __enter__(self) -> AvatarSessionSync:
         return self
 
     def __exit__(
@@ -212,7 +213,7 @@ class AvatarClient:
             self._loop.run(self._client.aclose())
         self._loop.stop()
 
-    def __enter__(self) -> "AvatarClient":
+    def __enter__(self) -> AvatarClient:
         return self
 
     def __exit__(

@@ -8,9 +8,10 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 from avatar_client import Notice, TurnEvent, TurnKind, read_audio_file

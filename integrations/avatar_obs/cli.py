@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from avatar_client import AvatarError
 from avatar_client.client import load_image

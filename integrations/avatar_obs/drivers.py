@@ -20,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator, Protocol
+from typing import Protocol
 
 import av
 import numpy as np
@@ -326,7 +327,7 @@ class MicrophoneDriver:
 
 
 def _put_latest(
-    queue: "asyncio.Queue[np.ndarray | BaseException | None]", item: np.ndarray | BaseException | None
+    queue: asyncio.Queue[np.ndarray | BaseException | None], item: np.ndarray | BaseException | None
 ) -> None:
     if queue.full():  # the loop is far behind: old microphone audio is worthless
         queue.get_nowait()

@@ -9,8 +9,9 @@ pipeline can fulfil it the same way without gRPC.
 from __future__ import annotations
 
 import collections
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 from avatar_client import (
@@ -117,7 +118,7 @@ class NodeSource:
         request: SessionRequest,
         on_turn: Callable[[TurnEvent], None] | None = None,
         on_notice: Callable[[Notice], None] | None = None,
-    ) -> "NodeSource":
+    ) -> NodeSource:
         client = AsyncAvatarClient(target, token)
         try:
             session = await client.start_session(

@@ -7,6 +7,7 @@ stream's parameter sets normally do not even change when the node's frames resum
 from __future__ import annotations
 
 import numpy as np
+
 from avatar_node.media.canvas import fit_into_canvas
 from avatar_node.media.encoder import H264Encoder
 

@@ -6,8 +6,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import obsws_python
 import websocket
@@ -38,7 +39,7 @@ class ObsAddress:
     @classmethod
     def from_environment(
         cls, host: str | None = None, port: int | None = None, password: str | None = None
-    ) -> "ObsAddress":
+    ) -> ObsAddress:
         """Flags first, then OBS_WEBSOCKET_HOST / _PORT / _PASSWORD, then the defaults."""
         env_port = os.environ.get("OBS_WEBSOCKET_PORT", "")
         try:
@@ -136,7 +137,7 @@ class ObsConnection:
             except (websocket.WebSocketException, OSError):
                 pass
 
-    def __enter__(self) -> "ObsConnection":
+    def __enter__(self) -> ObsConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:

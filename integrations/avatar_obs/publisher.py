@@ -17,9 +17,10 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, cast
+from typing import cast
 
 import av
 import numpy as np
@@ -196,7 +197,7 @@ class StreamPublisher:
                 return frame
             self.stats.frames_dropped += 1
 
-    def _open(self, first: StreamFrame) -> "_Muxer | None":
+    def _open(self, first: StreamFrame) -> _Muxer | None:
         try:
             if self.destination.connected:
                 check_rtmp_server(self.destination.url, NETWORK_TIMEOUT_S)
@@ -208,7 +209,7 @@ class StreamPublisher:
             self.stats.last_error = message
             return None
 
-    def _pump(self, muxer: "_Muxer", first: StreamFrame) -> None:
+    def _pump(self, muxer: _Muxer, first: StreamFrame) -> None:
         """Write frames, from `first` on, until the connection breaks or the publisher stops."""
         self._need_keyframe = False
         frame: StreamFrame | None = first
@@ -285,7 +286,7 @@ def check_rtmp_server(url: str, timeout: float) -> None:
             connection.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = connection.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 data = None
             if not data:
                 raise OSError(

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable
 
 import grpc
 import numpy as np

@@ -26,9 +26,10 @@ are from the whole-clip ones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,9 @@ def normalise(waveform: np.ndarray) -> np.ndarray:
 class Wav2VecEncoder:
     """wav2vec2 from a local Hugging Face folder, run the release's way (see module notes)."""
 
-    def __init__(self, folder: Path | str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, folder: Path | str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
         from transformers import Wav2Vec2Model
         from transformers.utils import logging as hf_logging
 
@@ -70,7 +73,7 @@ class Wav2VecEncoder:
         self.feature_dim = cfg.hidden_size * (cfg.num_hidden_layers + 2)
 
     @classmethod
-    def from_model(cls, model: Any) -> "Wav2VecEncoder":
+    def from_model(cls, model: Any) -> Wav2VecEncoder:
         """Wrap an already built `transformers.Wav2Vec2Model` (tests, benchmarks)."""
         self = cls.__new__(cls)
         self.model = model.eval().requires_grad_(False)
@@ -142,7 +145,14 @@ class StreamingAudioFeatures:
     timeline); the running level survives so the next words are scaled like the last.
     """
 
-    def __init__(self, encoder: Wav2VecEncoder, *, context_frames: int = 48, lookahead_frames: int = 4, silence_cache: dict | None = None) -> None:
+    def __init__(
+        self,
+        encoder: Wav2VecEncoder,
+        *,
+        context_frames: int = 48,
+        lookahead_frames: int = 4,
+        silence_cache: dict | None = None,
+    ) -> None:
         if context_frames < 0 or lookahead_frames < 0:
             raise ValueError("context_frames and lookahead_frames must be >= 0")
         self.encoder = encoder

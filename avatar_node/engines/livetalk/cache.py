@@ -28,7 +28,9 @@ from .config import DiTConfig, StreamConfig
 from .model import apply_rope, attention, rope_axis_dims, rope_cos_sin
 
 
-def _temporal_cos_sin(delta: torch.Tensor, tokens_per_frame: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _temporal_cos_sin(
+    delta: torch.Tensor, tokens_per_frame: int, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin turning only the temporal RoPE dims by `delta` positions per frame:
     [frames * tokens_per_frame, 1, temporal_dims / 2]."""
     t_dims = rope_axis_dims(head_dim)[0]
@@ -80,7 +82,9 @@ class SessionKVCache:
     def start_block(self, first_frame: int) -> None:
         """Number the next block's frames from `first_frame` (>= the end of the previous block)."""
         if first_frame < self.next_frame:
-            raise ValueError(f"block starts at frame {first_frame}, before the end of the previous one ({self.next_frame})")
+            raise ValueError(
+                f"block starts at frame {first_frame}, before the end of the previous one ({self.next_frame})"
+            )
         if self._pending is not None:
             raise RuntimeError("start_block() during a block; call finish_block() first")
         if first_frame != self._block_frames[0]:
@@ -99,10 +103,14 @@ class SessionKVCache:
         if self._tables_version != self._version:
             held_positions, block_positions = self.positions()
             device = self.keys.device
-            delta = torch.tensor([new - old for new, old in zip(held_positions, self.rotated_to)], device=device, dtype=torch.long)
+            delta = torch.tensor(
+                [new - old for new, old in zip(held_positions, self.rotated_to)], device=device, dtype=torch.long
+            )
             turn = _temporal_cos_sin(delta, self.tokens_per_frame, self.dit.head_dim, self.dit.rope_theta)
             h, w = self.grid
-            block = rope_cos_sin(torch.tensor(block_positions, device=device), h, w, self.dit.head_dim, self.dit.rope_theta)
+            block = rope_cos_sin(
+                torch.tensor(block_positions, device=device), h, w, self.dit.head_dim, self.dit.rope_theta
+            )
             self._tables = (*turn, *block)
             self._needs_turn = bool(delta.any())
             self._tables_version = self._version
@@ -129,7 +137,9 @@ class SessionKVCache:
             self._turned_version[layer] = self._version
         self.keys[layer, held:end] = apply_rope(k, block_cos, block_sin)
         self.values[layer, held:end] = v
-        out = attention(apply_rope(q, block_cos, block_sin)[None], self.keys[None, layer, :end], self.values[None, layer, :end])[0]
+        out = attention(
+            apply_rope(q, block_cos, block_sin)[None], self.keys[None, layer, :end], self.values[None, layer, :end]
+        )[0]
         if commit:
             index = self._plan_commit()
             keep = index.numel()
@@ -150,7 +160,9 @@ class SessionKVCache:
             later = list(range(len(slots), len(candidates)))
             slots += later[len(later) - recent_room :] if recent_room > 0 else []
             self._pending = ([candidates[s] for s in slots], [candidate_positions[s] for s in slots])
-            tokens = torch.tensor(slots, dtype=torch.long)[:, None] * self.tokens_per_frame + torch.arange(self.tokens_per_frame)
+            tokens = torch.tensor(slots, dtype=torch.long)[:, None] * self.tokens_per_frame + torch.arange(
+                self.tokens_per_frame
+            )
             self._gather_index = tokens.flatten().to(self.keys.device)
         return self._gather_index
 

@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .weights import check_weights_dir
     except ImportError as exc:
-        print(f"check-weights needs the diffusion extra ({exc}); install it with: pip install 'avatar-node[diffusion]'", file=sys.stderr)
+        print(
+            f"check-weights needs the diffusion extra ({exc}); install it with: pip install 'avatar-node[diffusion]'",
+            file=sys.stderr,
+        )
         return 1
 
     if not args.directory.is_dir():

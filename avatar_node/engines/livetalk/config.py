@@ -67,7 +67,7 @@ class DiTConfig:
         return tuple(range(2, self.num_layers // 2 + 1))
 
     @classmethod
-    def tiny(cls, **overrides: object) -> "DiTConfig":
+    def tiny(cls, **overrides: object) -> DiTConfig:
         """A few-thousand-parameter version of the same network, for CPU tests."""
         values: dict[str, object] = dict(
             dim=48,
@@ -138,7 +138,7 @@ class VAEConfig:
         return 2 ** sum(self.temporal_downsample)
 
     @classmethod
-    def tiny(cls) -> "VAEConfig":
+    def tiny(cls) -> VAEConfig:
         return cls(dim=8)
 
 
@@ -157,8 +157,10 @@ class TextEncoderConfig:
     text_len: int = 512
 
     @classmethod
-    def tiny(cls, vocab_size: int = 64, dim: int = 16, text_len: int = 8) -> "TextEncoderConfig":
-        return cls(vocab_size=vocab_size, dim=dim, dim_attn=dim, dim_ffn=2 * dim, num_heads=2, num_layers=2, text_len=text_len)
+    def tiny(cls, vocab_size: int = 64, dim: int = 16, text_len: int = 8) -> TextEncoderConfig:
+        return cls(
+            vocab_size=vocab_size, dim=dim, dim_attn=dim, dim_ffn=2 * dim, num_heads=2, num_layers=2, text_len=text_len
+        )
 
 
 #: Sections of the optional config.json beside the DiT, and the classes they fill.
@@ -181,9 +183,14 @@ class ModelConfig:
         if self.video_height % stride or self.video_width % stride:
             raise ValueError(f"video size {self.video_width}x{self.video_height} must be a multiple of {stride}")
         if self.vae.z_dim != self.dit.latent_channels:
-            raise ValueError(f"the VAE's z_dim ({self.vae.z_dim}) must equal the DiT's latent channels ({self.dit.latent_channels})")
+            raise ValueError(
+                f"the VAE's z_dim ({self.vae.z_dim}) must equal the DiT's latent channels ({self.dit.latent_channels})"
+            )
         if self.text_encoder.dim != self.dit.text_dim:
-            raise ValueError(f"the text encoder's width ({self.text_encoder.dim}) must equal the DiT's text_dim ({self.dit.text_dim})")
+            raise ValueError(
+                f"the text encoder's width ({self.text_encoder.dim}) must equal the DiT's text_dim "
+                f"({self.dit.text_dim})"
+            )
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -197,13 +204,15 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> "ModelConfig":
+    def from_json(cls, data: dict[str, object]) -> ModelConfig:
         """Read config.json; unknown sections or fields are errors, missing ones keep the default."""
         if not isinstance(data, dict):
             raise ValueError("config.json must hold a JSON object")
         unknown = sorted(set(data) - set(_SECTIONS) - {"video"})
         if unknown:
-            raise ValueError(f"config.json: unknown section(s) {', '.join(unknown)}; known: dit, vae, text_encoder, video")
+            raise ValueError(
+                f"config.json: unknown section(s) {', '.join(unknown)}; known: dit, vae, text_encoder, video"
+            )
         values: dict[str, object] = {}
         for name, kind in _SECTIONS.items():
             section = data.get(name, {})

@@ -37,12 +37,18 @@ def main(argv: list[str] | None = None) -> int:
             load_model_config,
         )
     except ImportError as exc:
-        print(f"error: encode-prompts needs the diffusion extra ({exc}): pip install 'avatar-node[diffusion]'", file=sys.stderr)
+        print(
+            f"error: encode-prompts needs the diffusion extra ({exc}): pip install 'avatar-node[diffusion]'",
+            file=sys.stderr,
+        )
         return 2
     root: Path = args.directory
     if not (root / TEXT_ENCODER_FILE).is_file() or not (root / TOKENIZER_DIR).is_dir():
-        print(f"error: {root} has no text encoder: put models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/ "
-              f"(from Wan-AI/Wan2.1-T2V-1.3B) under {root / TEXT_ENCODER_FILE.parent}", file=sys.stderr)
+        print(
+            f"error: {root} has no text encoder: put models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/ "
+            f"(from Wan-AI/Wan2.1-T2V-1.3B) under {root / TEXT_ENCODER_FILE.parent}",
+            file=sys.stderr,
+        )
         return 1
     try:
         cfg = load_model_config(root)
@@ -53,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     def encoder() -> PromptEncoder:
-        return PromptEncoder(root / TEXT_ENCODER_FILE, root / TOKENIZER_DIR, cfg.text_encoder, device=device, dtype=dtype)
+        return PromptEncoder(
+            root / TEXT_ENCODER_FILE, root / TOKENIZER_DIR, cfg.text_encoder, device=device, dtype=dtype
+        )
 
     prompts = args.prompts or [DEFAULT_PROMPT, *BEHAVIOUR_PROMPTS.values()]
     store = PromptStore(root / PROMPTS_DIR, encoder)

@@ -29,9 +29,10 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,10 +125,15 @@ class LiveTalkEngine(Engine):
     ) -> None:
         root = Path(weights_dir)
         if not root.is_dir():
-            raise ValueError(f"weights directory {root} does not exist; see `avatar-node check-weights --help` for its layout")
+            raise ValueError(
+                f"weights directory {root} does not exist; see `avatar-node check-weights --help` for its layout"
+            )
         bad = [r.name for r in check_weights_dir(root) if not r.ok]
         if bad:
-            raise ValueError(f"weights directory {root} has problems in: {', '.join(bad)}; run `avatar-node check-weights {root}` for details")
+            raise ValueError(
+                f"weights directory {root} has problems in: {', '.join(bad)}; run `avatar-node "
+                f"check-weights {root}` for details"
+            )
         self.root = root
         self.device = resolve_device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
@@ -138,7 +144,10 @@ class LiveTalkEngine(Engine):
         self.vae = load_vae(root / VAE_FILE, self.cfg.vae, dtype=self.dtype, device=self.device)
         self.audio = Wav2VecEncoder(find_wav2vec_dir(root), device=self.device, dtype=self.dtype)
         if self.audio.feature_dim != self.cfg.dit.audio_feature_dim:
-            raise ValueError(f"wav2vec2 gives {self.audio.feature_dim} features per frame, the DiT takes {self.cfg.dit.audio_feature_dim}")
+            raise ValueError(
+                f"wav2vec2 gives {self.audio.feature_dim} features per frame, the DiT takes "
+                f"{self.cfg.dit.audio_feature_dim}"
+            )
         if compile:
             self._compile()
         self.sampler = BlockSampler(self.dit, self.stream_cfg)
@@ -146,7 +155,9 @@ class LiveTalkEngine(Engine):
         self.prompts = PromptStore(root / PROMPTS_DIR, self._prompt_encoder if can_encode else None)
         self.default_prompt = DEFAULT_PROMPT
         self.behaviours = frozenset(
-            name for name, text in BEHAVIOUR_PROMPTS.items() if name != "listening" and (can_encode or self.prompts.has(text))
+            name
+            for name, text in BEHAVIOUR_PROMPTS.items()
+            if name != "listening" and (can_encode or self.prompts.has(text))
         )
         self.context_frames = context_frames
         self.lookahead_frames = lookahead_frames
@@ -165,10 +176,16 @@ class LiveTalkEngine(Engine):
             frames_per_step=12,
             audio_lookahead_ms=math.ceil(lookahead_frames * 1000 * FRAME_SAMPLES / 16_000),
             max_batch=max_batch,
-            description="LiveTalk-1.3B streaming video diffusion (GPU): 16 fps, blocks of 0.75 s, batched across sessions.",
+            description="LiveTalk-1.3B streaming video diffusion (GPU): 16 fps, blocks of 0.75 s, "
+                        "batched across sessions.",
         )
         self.default_prompt_kv()  # fail at start, not in the first session, if it cannot be had
-        log.info("livetalk engine ready on %s (%s) in %.1f s", self.device, str(self.dtype).removeprefix("torch."), time.perf_counter() - started)
+        log.info(
+            "livetalk engine ready on %s (%s) in %.1f s",
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            time.perf_counter() - started,
+        )
         if measure_capacity if measure_capacity is not None else self.device.type == "cuda":
             self._capacity = self.measure_capacity()
             self.info = dataclasses.replace(self.info, max_batch=max(1, min(max_batch, self._capacity)))
@@ -176,7 +193,13 @@ class LiveTalkEngine(Engine):
     # -- setup helpers --------------------------------------------------------------------
 
     def _prompt_encoder(self) -> PromptEncoder:
-        return PromptEncoder(self.root / TEXT_ENCODER_FILE, self.root / TOKENIZER_DIR, self.cfg.text_encoder, device=self.device, dtype=self.dtype)
+        return PromptEncoder(
+            self.root / TEXT_ENCODER_FILE,
+            self.root / TOKENIZER_DIR,
+            self.cfg.text_encoder,
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     def _compile(self) -> None:
         # Only the dense per-token parts: attention runs per session against its own cache.
@@ -254,11 +277,14 @@ class LiveTalkEngine(Engine):
             detector = self._detector
         return [FaceBox(d.x0, d.y0, d.x1 - d.x0, d.y1 - d.y0) for d in detector.detect(rgb) if d.size >= 24]  # type: ignore[attr-defined]
 
-    def open(self, identity: Identity, options: StreamOptions) -> "LiveTalkStream":
+    def open(self, identity: Identity, options: StreamOptions) -> LiveTalkStream:
         if not isinstance(identity.data, LiveTalkIdentityData):
             raise ValueError("This identity was prepared by another engine; prepare it with 'livetalk'.")
         if abs(float(options.fps) - NATIVE_FPS) > 1e-6:
-            raise AvatarInputError(f"the livetalk engine renders at {NATIVE_FPS:g} fps; ask for {NATIVE_FPS:g} fps output (or leave fps unset)")
+            raise AvatarInputError(
+                f"the livetalk engine renders at {NATIVE_FPS:g} fps; ask for {NATIVE_FPS:g} fps "
+                f"output (or leave fps unset)"
+            )
         if options.framing not in FRAMINGS:
             raise AvatarInputError(f"framing must be one of {', '.join(FRAMINGS)}, not {options.framing!r}")
         base_prompt = options.prompt or self.default_prompt
@@ -292,7 +318,7 @@ class LiveTalkEngine(Engine):
 
     # -- one batched block --------------------------------------------------------------------
 
-    def _step(self, streams: list["LiveTalkStream"], conds: Sequence[Conditioning]) -> list[list[np.ndarray]]:
+    def _step(self, streams: list[LiveTalkStream], conds: Sequence[Conditioning]) -> list[list[np.ndarray]]:
         plans = [s.plan_block(c) for s, c in zip(streams, conds)]
         audio = torch.stack([p.audio for p in plans]).to(self.device)
         decoded: list[torch.Tensor | None] = [None] * len(streams)
@@ -340,7 +366,12 @@ class LiveTalkEngine(Engine):
                 seconds = self._time_batch(batch, prompt, (h, w))
             except torch.cuda.OutOfMemoryError:
                 break
-            log.info("livetalk capacity probe: %d session(s) per block step in %.3f s (budget %.3f s)", batch, seconds, block_s * REALTIME_MARGIN)
+            log.info(
+                "livetalk capacity probe: %d session(s) per block step in %.3f s (budget %.3f s)",
+                batch,
+                seconds,
+                block_s * REALTIME_MARGIN,
+            )
             if seconds > block_s * REALTIME_MARGIN:
                 break
             best = batch
@@ -352,7 +383,13 @@ class LiveTalkEngine(Engine):
         sessions = [self.sampler.open_session(torch.zeros(16, *latent_hw), prompt, seed=i) for i in range(batch)]
         decoders = [self.vae.decode_stream() for _ in sessions]
         cfg = self.cfg.dit
-        audio = torch.zeros(batch, self.stream_cfg.frames_per_block, cfg.audio_frames_per_latent, cfg.audio_feature_dim, device=self.device)
+        audio = torch.zeros(
+            batch,
+            self.stream_cfg.frames_per_block,
+            cfg.audio_frames_per_latent,
+            cfg.audio_feature_dim,
+            device=self.device,
+        )
 
         def run() -> None:
             clean = self.sampler.step(sessions, audio)
@@ -383,14 +420,24 @@ class _BlockPlan:
 class LiveTalkStream(EngineStream):
     """One session. Not thread-safe on its own: the engine's lock serialises its steps."""
 
-    def __init__(self, engine: LiveTalkEngine, data: LiveTalkIdentityData, options: StreamOptions, session: SessionState, base_prompt: str) -> None:
+    def __init__(
+        self,
+        engine: LiveTalkEngine,
+        data: LiveTalkIdentityData,
+        options: StreamOptions,
+        session: SessionState,
+        base_prompt: str,
+    ) -> None:
         self.engine = engine
         self.options = options
         self.session = session
         self.base_prompt = base_prompt
         self.decoder: DecodeStream = engine.vae.decode_stream()
         self.features = StreamingAudioFeatures(
-            engine.audio, context_frames=engine.context_frames, lookahead_frames=engine.lookahead_frames, silence_cache=engine.silence_features
+            engine.audio,
+            context_frames=engine.context_frames,
+            lookahead_frames=engine.lookahead_frames,
+            silence_cache=engine.silence_features,
         )
         self.compositor = Compositor(data.photo, data.crop, options.width, options.height, options.framing)
         self.blocks = 0

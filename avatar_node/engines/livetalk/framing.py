@@ -59,7 +59,9 @@ def crop_to_model(photo: np.ndarray, box: CropBox, size: tuple[int, int]) -> np.
 class Compositor:
     """Pastes generated squares onto a prepared canvas. Not thread-safe (one per stream)."""
 
-    def __init__(self, photo: np.ndarray, box: CropBox, canvas_width: int, canvas_height: int, framing: str = "auto") -> None:
+    def __init__(
+        self, photo: np.ndarray, box: CropBox, canvas_width: int, canvas_height: int, framing: str = "auto"
+    ) -> None:
         ph, pw = photo.shape[:2]
         scale: float
         ox: float
@@ -76,9 +78,15 @@ class Compositor:
             oy = crop_place.offset_y - box.y * scale
             # Scale first (area averaging when shrinking), then place with a pure shift;
             # where the photo ends before the canvas does, it is mirrored.
-            scaled = cv2.resize(photo, (max(1, round(pw * scale)), max(1, round(ph * scale))), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            scaled = cv2.resize(
+                photo,
+                (max(1, round(pw * scale)), max(1, round(ph * scale))),
+                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+            )
             shift = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]], np.float64)
-            background = cv2.warpAffine(scaled, shift, (canvas_width, canvas_height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+            background = cv2.warpAffine(
+                scaled, shift, (canvas_width, canvas_height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            )
         self.background = np.ascontiguousarray(background)
         x0, y0 = int(round(box.x * scale + ox)), int(round(box.y * scale + oy))
         side = max(1, int(round(box.side * scale)))
@@ -89,7 +97,9 @@ class Compositor:
         self._alpha = self._seam_alpha(side, (x0, y0), canvas_width, canvas_height, (pw, ph), box)
 
     @staticmethod
-    def _seam_alpha(side: int, origin: tuple[int, int], cw: int, ch: int, photo_size: tuple[int, int], box: CropBox) -> np.ndarray:
+    def _seam_alpha(
+        side: int, origin: tuple[int, int], cw: int, ch: int, photo_size: tuple[int, int], box: CropBox
+    ) -> np.ndarray:
         """1 inside, ramping to 0 at the edges where the photo continues beyond the crop."""
         ramp = max(1, int(round(SEAM * side)))
         profile = np.minimum(np.arange(side, dtype=np.float32) + 0.5, ramp) / ramp

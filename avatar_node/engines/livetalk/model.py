@@ -35,8 +35,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -250,7 +251,7 @@ class PromptConditioning:
         return self.keys.shape[1]
 
     @classmethod
-    def stack(cls, prompts: Sequence["PromptConditioning"]) -> "PromptConditioning":
+    def stack(cls, prompts: Sequence[PromptConditioning]) -> PromptConditioning:
         if len(prompts) == 1:
             return prompts[0]
         return cls(torch.cat([p.keys for p in prompts], dim=1), torch.cat([p.values for p in prompts], dim=1))
@@ -263,7 +264,9 @@ class LiveTalkDiT(nn.Module):
         self.cfg = cfg
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -111,7 +111,7 @@ class PromptStore:
             if self._encoder_factory is None:
                 raise PromptNotEncoded(
                     f"the prompt {prompt[:60]!r} is not pre-encoded and the weights directory has no text "
-                    f"encoder; encode it with: avatar-node encode-prompts WEIGHTS_DIR \"{prompt}\""
+                    f'encoder; encode it with: avatar-node encode-prompts WEIGHTS_DIR "{prompt}"'
                 )
             (embeds,) = self._encode_and_store([prompt])
             return embeds
@@ -122,7 +122,9 @@ class PromptStore:
             missing = [p for p in dict.fromkeys(prompts) if self.find(p) is None]
             if missing:
                 if self._encoder_factory is None:
-                    raise PromptNotEncoded("the weights directory has no text encoder (umT5-XXL + tokenizer) to encode prompts with")
+                    raise PromptNotEncoded(
+                        "the weights directory has no text encoder (umT5-XXL + tokenizer) to encode prompts with"
+                    )
                 self._encode_and_store(missing)
             return [self.find(p) for p in prompts]  # type: ignore[misc]
 

@@ -18,8 +18,8 @@ block attending to exactly the frames and positions window.py says, with no cach
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -37,7 +37,7 @@ class FlowSchedule:
     timesteps: tuple[float, ...]
 
     @classmethod
-    def few_step(cls, num_steps: int = 4, shift: float = 5.0) -> "FlowSchedule":
+    def few_step(cls, num_steps: int = 4, shift: float = 5.0) -> FlowSchedule:
         base = [1.0 - i / num_steps for i in range(num_steps)]
         sigmas = tuple(shift * s / (1.0 + (shift - 1.0) * s) for s in base)
         rounded = torch.tensor([1000.0 * s for s in sigmas]).to(torch.bfloat16).float().tolist()
@@ -92,7 +92,9 @@ class BlockSampler:
             raise ValueError(f"latent size {height}x{width} must be a multiple of the patch size {ph}x{pw}")
         with torch.no_grad():
             conditioning = prompt if isinstance(prompt, PromptConditioning) else model.encode_prompt(prompt)
-        cache = SessionKVCache(model.cfg, self.stream, (height // ph, width // pw), device=model.device, dtype=model.dtype)
+        cache = SessionKVCache(
+            model.cfg, self.stream, (height // ph, width // pw), device=model.device, dtype=model.dtype
+        )
         generator = torch.Generator(device=model.device)
         generator.manual_seed(seed)
         return SessionState(cache, conditioning, reference_latent.to(model.device, torch.float32), generator)
@@ -131,7 +133,9 @@ class BlockSampler:
         if len(shapes) != 1:
             raise ValueError(f"sessions in one batch must share a latent size, got {sorted(shapes)}")
         if audio_features.shape[:2] != (len(sessions), per_block):
-            raise ValueError(f"audio features must be [{len(sessions)}, {per_block}, 4, C], got {tuple(audio_features.shape)}")
+            raise ValueError(
+                f"audio features must be [{len(sessions)}, {per_block}, 4, C], got {tuple(audio_features.shape)}"
+            )
         if first_frames is not None:
             for session, first in zip(sessions, first_frames, strict=True):
                 session.cache.start_block(first)
@@ -145,7 +149,9 @@ class BlockSampler:
         audio = model.pack_audio(audio_features)
         prompt = PromptConditioning.stack([s.prompt for s in sessions])
         starts_session = [s.blocks_done == 0 for s in sessions]
-        condition = torch.stack([reference_condition(s.reference, per_block, first) for s, first in zip(sessions, starts_session)])
+        condition = torch.stack(
+            [reference_condition(s.reference, per_block, first) for s, first in zip(sessions, starts_session)]
+        )
 
         def force_reference(latents: torch.Tensor) -> torch.Tensor:
             for i, session in enumerate(sessions):
@@ -220,8 +226,12 @@ def offline_block_pass(
             view = block_view(stream, block)
             own = frame_tokens(range(block * per_block, (block + 1) * per_block))
             context = frame_tokens(view.context_frames)
-            ctx_cos, ctx_sin = rope_cos_sin(torch.tensor(view.context_positions, device=model.device), grid_h, grid_w, head_dim, theta)
-            own_cos, own_sin = rope_cos_sin(torch.tensor(view.block_positions, device=model.device), grid_h, grid_w, head_dim, theta)
+            ctx_cos, ctx_sin = rope_cos_sin(
+                torch.tensor(view.context_positions, device=model.device), grid_h, grid_w, head_dim, theta
+            )
+            own_cos, own_sin = rope_cos_sin(
+                torch.tensor(view.block_positions, device=model.device), grid_h, grid_w, head_dim, theta
+            )
             context_k = apply_rope(k_clean[:, context], ctx_cos, ctx_sin)
             context_v = v_clean[:, context]
             for offset, (q_s, k_s, v_s) in zip((0, frames * per_frame), zip(*streams)):

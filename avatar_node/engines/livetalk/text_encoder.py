@@ -18,8 +18,8 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,12 @@ class RelativePositionBias(nn.Module):
         buckets = (relative > 0).long() * half
         distance = relative.abs()
         exact = half // 2
-        far = exact + (torch.log(distance.float().clamp_min(1) / exact) / math.log(self.max_distance / exact) * (half - exact)).long()
+        far = (
+            exact
+            + (
+                torch.log(distance.float().clamp_min(1) / exact) / math.log(self.max_distance / exact) * (half - exact)
+            ).long()
+        )
         far = far.clamp_max(half - 1)
         buckets = buckets + torch.where(distance < exact, distance, far)
         return self.embedding(buckets).permute(2, 0, 1)[None]
@@ -72,7 +77,9 @@ class T5Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        q, k, v = (proj(x).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        q, k, v = (
+            proj(x).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2) for proj in (self.q, self.k, self.v)
+        )
         # T5 attention is not scaled by 1/sqrt(head_dim).
         scores = torch.einsum("bnid,bnjd->bnij", q, k) + bias
         weights = F.softmax(scores.float(), dim=-1).type_as(scores)
@@ -125,7 +132,9 @@ class UMT5Encoder(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask: [B, L] -> hidden states [B, L, dim] (padding rows are not meaningful)."""
         x = self.token_embedding(ids)
-        mask_bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(mask == 0, torch.finfo(x.dtype).min)
+        mask_bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(
+            mask == 0, torch.finfo(x.dtype).min
+        )
         mask_bias = mask_bias[:, None, None, :]
         for block in self.blocks:
             x = block(x, mask_bias)

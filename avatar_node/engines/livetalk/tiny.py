@@ -36,7 +36,9 @@ _W2V_HIDDEN, _W2V_LAYERS = 16, 2
 def tiny_model_config(video_size: int = 32, vocab_size: int = 64) -> ModelConfig:
     text = TextEncoderConfig.tiny(vocab_size=vocab_size, dim=16, text_len=16)
     dit = DiTConfig.tiny(text_dim=text.dim, text_len=text.text_len, audio_feature_dim=_W2V_HIDDEN * (_W2V_LAYERS + 2))
-    return ModelConfig(dit=dit, vae=VAEConfig.tiny(), text_encoder=text, video_height=video_size, video_width=video_size)
+    return ModelConfig(
+        dit=dit, vae=VAEConfig.tiny(), text_encoder=text, video_height=video_size, video_width=video_size
+    )
 
 
 def _tokenizer_words() -> list[str]:
@@ -79,7 +81,9 @@ def _write_wav2vec(folder: Path, config: object) -> None:
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
     Wav2Vec2ForCTC(config).save_pretrained(str(folder))
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False).save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    ).save_pretrained(str(folder))
 
 
 def make_tiny_weights(directory: Path | str, *, video_size: int = 32, seed: int = 0) -> Path:
@@ -167,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "size (runs on a CPU in seconds; the video is noise-like). For tests, CI and trying the engine out.",
     )
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--size", type=int, default=32, help="video width = height in pixels, a multiple of 16 (default 32)")
+    parser.add_argument(
+        "--size", type=int, default=32, help="video width = height in pixels, a multiple of 16 (default 32)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.size < 16 or args.size % 16:

@@ -51,7 +51,14 @@ class CausalConv3d(nn.Conv3d):
     like the release; the temporal part becomes 2 * padding frames of history in front.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int | tuple[int, int, int], padding: int | tuple[int, int, int] = 0, stride: int | tuple[int, int, int] = 1) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel: int | tuple[int, int, int],
+        padding: int | tuple[int, int, int] = 0,
+        stride: int | tuple[int, int, int] = 1,
+    ) -> None:
         super().__init__(in_dim, out_dim, kernel, stride=stride, padding=0)
         pad = (padding,) * 3 if isinstance(padding, int) else padding
         self.history = 2 * pad[0]
@@ -129,7 +136,9 @@ class Resample(nn.Module):
         super().__init__()
         self.mode = mode
         if mode.startswith("up"):
-            self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"), nn.Conv2d(dim, dim // 2, 3, padding=1))
+            self.resample = nn.Sequential(
+                nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"), nn.Conv2d(dim, dim // 2, 3, padding=1)
+            )
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         elif mode.startswith("down"):
@@ -203,7 +212,9 @@ class Encoder3d(nn.Module):
         self.downsamples = nn.Sequential(*layers)
         width = dims[-1]
         self.middle = nn.Sequential(ResidualBlock(width, width), AttentionBlock(width), ResidualBlock(width, width))
-        self.head = nn.Sequential(RMSNorm(width, frames=True), nn.SiLU(), CausalConv3d(width, cfg.z_dim * 2, 3, padding=1))
+        self.head = nn.Sequential(
+            RMSNorm(width, frames=True), nn.SiLU(), CausalConv3d(width, cfg.z_dim * 2, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
         x = self.conv1(x, cache)
@@ -219,7 +230,9 @@ class Decoder3d(nn.Module):
         dims = [cfg.dim * m for m in [mults[-1]] + mults[::-1]]
         temporal_upsample = cfg.temporal_downsample[::-1]
         self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0]))
+        self.middle = nn.Sequential(
+            ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])
+        )
         layers: list[nn.Module] = []
         stages = len(mults)
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
@@ -254,7 +267,9 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(cfg.z_dim * 2, cfg.z_dim * 2, 1)
         self.conv2 = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)
         self.decoder = Decoder3d(cfg)
-        self.register_buffer("latent_mean", torch.tensor(LATENT_MEAN[: cfg.z_dim]).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer(
+            "latent_mean", torch.tensor(LATENT_MEAN[: cfg.z_dim]).view(1, -1, 1, 1, 1), persistent=False
+        )
         self.register_buffer("latent_std", torch.tensor(LATENT_STD[: cfg.z_dim]).view(1, -1, 1, 1, 1), persistent=False)
 
     @property
@@ -290,7 +305,7 @@ class WanVAE(nn.Module):
         x = self.conv2(z.to(self.dtype))
         return self.decoder(x, cache).float().clamp_(-1.0, 1.0)
 
-    def decode_stream(self) -> "DecodeStream":
+    def decode_stream(self) -> DecodeStream:
         return DecodeStream(self)
 
 
@@ -344,9 +359,17 @@ def load_vae(
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{n} is {list(state[n].shape)}, expected {list(s)}" for n, s in expected.items() if n in state and tuple(state[n].shape) != s)
+    wrong = sorted(
+        f"{n} is {list(state[n].shape)}, expected {list(s)}"
+        for n, s in expected.items()
+        if n in state and tuple(state[n].shape) != s
+    )
     if missing or unexpected or wrong:
-        lines = [f"missing: {n}" for n in missing] + [f"unexpected: {n}" for n in unexpected] + [f"wrong shape: {w}" for w in wrong]
+        lines = (
+            [f"missing: {n}" for n in missing]
+            + [f"unexpected: {n}" for n in unexpected]
+            + [f"wrong shape: {w}" for w in wrong]
+        )
         shown = "\n  ".join(lines[:20]) + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "")
         raise ValueError(f"{path} does not match the Wan2.1 VAE:\n  {shown}")
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import torch
 
@@ -88,7 +88,11 @@ def _torch_load(path: Path, map_location: str) -> object:
 def read_torch_checkpoint(path: Path) -> dict[str, TensorInfo]:
     """Names and shapes in a torch checkpoint, memory-mapped on the meta device."""
     state = unwrap_state_dict(_torch_load(path, "meta"))
-    return {k: TensorInfo(tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return {
+        k: TensorInfo(tuple(v.shape), str(v.dtype).removeprefix("torch."))
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor)
+    }
 
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -134,7 +138,9 @@ class ComponentReport:
 
     @property
     def ok(self) -> bool:
-        return (self.found or self.optional) and not (self.missing or self.unexpected or self.mis_shaped or self.problems)
+        return (self.found or self.optional) and not (
+            self.missing or self.unexpected or self.mis_shaped or self.problems
+        )
 
     def compare(
         self, found: Mapping[str, TensorInfo], expected: Mapping[str, tuple[int, ...]], *, complete: bool
@@ -213,7 +219,8 @@ def check_config(root: Path) -> tuple[ComponentReport, ModelConfig]:
     if path.is_file():
         report.notes.append(
             f"non-default shapes: DiT {cfg.dit.num_layers} layers x {cfg.dit.dim}, VAE width {cfg.vae.dim}, "
-            f"text encoder {cfg.text_encoder.num_layers} layers x {cfg.text_encoder.dim}, video {cfg.video_width}x{cfg.video_height}"
+            f"text encoder {cfg.text_encoder.num_layers} layers x {cfg.text_encoder.dim}, video "
+            f"{cfg.video_width}x{cfg.video_height}"
         )
     else:
         report.notes.append("no config.json: the released shapes are expected (1.3B DiT, 512x512 video)")
@@ -247,7 +254,9 @@ def find_wav2vec_dir(root: Path) -> Path:
 
 def _canonical_wav2vec_name(name: str) -> str:
     # Older checkpoints store the weight-normalised positional conv as weight_g / weight_v.
-    return name.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+    return name.replace("parametrizations.weight.original0", "weight_g").replace(
+        "parametrizations.weight.original1", "weight_v"
+    )
 
 
 #: Tensors a wav2vec2 checkpoint may have that the feature path never reads.
@@ -268,9 +277,13 @@ def check_wav2vec(folder: Path, dit: DiTConfig | None = None) -> ComponentReport
         try:
             pre = json.loads(preprocessor.read_text())
             if pre.get("sampling_rate", 16000) != 16000:
-                report.problems.append(f"preprocessor_config.json: sampling_rate {pre.get('sampling_rate')}, expected 16000")
+                report.problems.append(
+                    f"preprocessor_config.json: sampling_rate {pre.get('sampling_rate')}, expected 16000"
+                )
             if pre.get("do_normalize") is False:
-                report.problems.append("preprocessor_config.json: do_normalize is false; the release normalises the clip")
+                report.problems.append(
+                    "preprocessor_config.json: do_normalize is false; the release normalises the clip"
+                )
         except (OSError, json.JSONDecodeError) as exc:
             report.problems.append(f"preprocessor_config.json: {exc}")
     config_path = folder / "config.json"
@@ -306,7 +319,9 @@ def check_wav2vec(folder: Path, dit: DiTConfig | None = None) -> ComponentReport
         return report
     # A CTC checkpoint nests the encoder under "wav2vec2." beside its lm_head.
     prefix = "wav2vec2." if any(name.startswith("wav2vec2.") for name in found) else ""
-    found = {_canonical_wav2vec_name(n[len(prefix) :] if n.startswith(prefix) else n): info for n, info in found.items()}
+    found = {
+        _canonical_wav2vec_name(n[len(prefix) :] if n.startswith(prefix) else n): info for n, info in found.items()
+    }
     expected = {
         _canonical_wav2vec_name(n): tuple(t.shape)
         for n, t in expected_model.state_dict().items()

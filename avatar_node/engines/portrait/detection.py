@@ -108,9 +108,8 @@ class FaceDetector:
                 # or a neighbouring tile sees them whole.
                 if side < max(h, w) and _touches_inner_edge(box, x, y, side, w, h):
                     continue
-                results.append(
-                    Detection(*map(float, box), float(scores[i]), kps * side + [x, y])
-                )
+                x0, y0, x1, y1 = (float(v) for v in box)
+                results.append(Detection(x0, y0, x1, y1, float(scores[i]), kps * side + [x, y]))
         return results
 
 
@@ -144,5 +143,6 @@ def _non_max_suppression(detections: list[Detection], threshold: float) -> list[
         weights /= weights.sum()
         box = np.sum([w * np.array([d.x0, d.y0, d.x1, d.y1]) for w, d in zip(weights, group)], 0)
         kps = np.sum([w * d.keypoints for w, d in zip(weights, group)], 0)
-        merged.append(Detection(*map(float, box), best.score, kps))
+        x0, y0, x1, y1 = (float(v) for v in box)
+        merged.append(Detection(x0, y0, x1, y1, best.score, kps))
     return merged

@@ -8,7 +8,7 @@ are given relative to the frame's display instant.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

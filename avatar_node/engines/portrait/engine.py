@@ -58,7 +58,7 @@ class PortraitIdentityData:
     face_boxes: tuple[FaceBox, ...]  # every face found, largest first (original pixels)
     #: Scenes built for this photo, by canvas size and framing: a stream opens in a few
     #: milliseconds when another stream of the same avatar and size came before it.
-    scenes: dict[tuple[int, int, str], "Scene"] = field(default_factory=dict, compare=False)
+    scenes: dict[tuple[int, int, str], Scene] = field(default_factory=dict, compare=False)
     scenes_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
@@ -73,7 +73,7 @@ class Scene:
     interior: MouthInterior
 
     @classmethod
-    def of(cls, data: PortraitIdentityData, options: StreamOptions) -> "Scene":
+    def of(cls, data: PortraitIdentityData, options: StreamOptions) -> Scene:
         key = (options.width, options.height, options.framing)
         with data.scenes_lock:
             scene = data.scenes.get(key)
@@ -161,7 +161,7 @@ class PortraitEngine(Engine):
             data=data,
         )
 
-    def open(self, identity: Identity, options: StreamOptions) -> "PortraitStream":
+    def open(self, identity: Identity, options: StreamOptions) -> PortraitStream:
         if not isinstance(identity.data, PortraitIdentityData):
             raise ValueError("This identity was prepared by another engine; prepare it with 'portrait'.")
         return PortraitStream(identity.data, options)

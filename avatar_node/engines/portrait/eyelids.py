@@ -12,7 +12,7 @@ At the eye corners the lids meet already, so the movement fades to nothing there
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -157,7 +157,8 @@ class MouthInterior:
         tooth_u = 0.085 * unit / span
         if lower_teeth > 0.02:
             low = lower_teeth * LOWER_TEETH * unit * arch
-            colour = _over(colour, self._teeth(u, d_low, low, arch, 0.6, tooth_u * 0.7), np.clip(low - d_low + 0.5, 0, 1))
+            lower_row = self._teeth(u, d_low, low, arch, 0.6, tooth_u * 0.7)
+            colour = _over(colour, lower_row, np.clip(low - d_low + 0.5, 0, 1))
         if self._photo is not None:
             colour = self._photo.overlay(colour, u, d_up)
         else:
@@ -168,7 +169,7 @@ class MouthInterior:
         # The lips shade the opening's rim.
         rim = np.exp(-np.maximum(np.minimum(d_up, d_low), 0.0) / max(0.012 * unit, 0.8))
         colour *= (1.0 - 0.25 * rim)[..., None]
-        alpha = inside * min(1.0, 0.45 + mouth.gap / 3.0)
+        alpha: np.ndarray = inside * min(1.0, 0.45 + mouth.gap / 3.0)
         if stride > 1:
             size = (x1 - x0, y1 - y0)
             colour = cv2.resize(colour, size, interpolation=cv2.INTER_LINEAR)

@@ -44,7 +44,7 @@ def decode_photo(data: bytes) -> Photo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
-                image = Image.open(io.BytesIO(data))
+                image: Image.Image = Image.open(io.BytesIO(data))
             except Image.DecompressionBombError as exc:  # Pillow's own limit is above ours
                 raise AvatarInputError(_too_large("far more than"), "IMAGE_TOO_LARGE") from exc
             width, height = image.size  # header only; nothing decoded yet

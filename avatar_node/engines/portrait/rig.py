@@ -20,8 +20,8 @@ slide (see `eyelids`), and the frame is one `cv2.remap` of the ROI.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -11,8 +11,8 @@ close for m/b/p, whatever comes next.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from avatar_node.engines.portrait.speech_features import MouthShape
 

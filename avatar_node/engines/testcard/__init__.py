@@ -59,7 +59,7 @@ class TestCardEngine(Engine):
         digest = hashlib.sha256(image).hexdigest()[:32]
         return Identity(f"{digest}-{ENGINE_NAME}", ENGINE_NAME, w, h, None, 0, thumb)
 
-    def open(self, identity: Identity, options: StreamOptions) -> "TestCardStream":
+    def open(self, identity: Identity, options: StreamOptions) -> TestCardStream:
         return TestCardStream(identity.data, options, self)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def add_cam_arguments(cam: argparse.ArgumentParser, parse_size: Callable[[str], tuple[int, int]]) -> None:

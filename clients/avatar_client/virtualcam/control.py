@@ -22,9 +22,10 @@ import os
 import secrets
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class CamControl:
         self._reading = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, name: str = "avatar", timeout: float = 5.0) -> "CamControl":
+    async def connect(cls, name: str = "avatar", timeout: float = 5.0) -> CamControl:
         path = control_file(name)
         try:
             info = json.loads(path.read_text())
@@ -229,7 +230,7 @@ class CamControl:
         except (asyncio.CancelledError, ConnectionError, ValueError):
             pass
 
-    async def __aenter__(self) -> "CamControl":
+    async def __aenter__(self) -> CamControl:
         return self
 
     async def __aexit__(

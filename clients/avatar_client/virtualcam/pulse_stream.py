@@ -127,7 +127,7 @@ class _Stream:
             self._simple.pa_simple_free(self._handle)
             self._handle = None
 
-    def __enter__(self) -> "_Stream":
+    def __enter__(self) -> _Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,7 +6,8 @@ any unique part of its name as `python -m sounddevice` lists it."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncGenerator, AsyncIterator, Protocol
+from typing import Protocol
 
 import grpc
 import numpy as np

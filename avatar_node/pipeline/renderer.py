@@ -89,19 +89,28 @@ class Renderer:
 
     async def _run_live(self) -> None:
         board = self.board
+        skipped = False
         while not (self.finishing and self.speech.idle):
             now = self._loop_time()
             self._start_speech_now(now)
             first, count = board.next_cut, self.step_frames()
-            if first - board.next_send >= self.lead:
+            if first - board.next_send >= self.lead and not skipped:
                 await board.wait_for_renderer_wake(self._poll_timeout())
                 continue
             estimate = self.counters.step_estimate(count)
             due = self.schedule.due(first, now, board.next_send)
             if self.schedule.started and now + estimate > due + SKIP_SLACK_S:
                 if self._skip_to(self.schedule.first_due_at_or_after(now + estimate), now):
+                    # Render the frame skipped to at once, even beyond the lead: waiting for the
+                    # lead would find it late again by the same estimate, and only rendering can
+                    # show that an estimate swollen by one slow step (a busy start) is stale.
+                    # A truly slow engine measures slow again and keeps skipping.
+                    skipped = True
                     await asyncio.sleep(0)  # however far behind, never hold the event loop
                     continue
+            if skipped:  # the estimate starts again from what this step takes now
+                self.counters.step_wall_s.clear()
+            skipped = False
             current = self.speech.current
             if current is not None and not self.speech.has_audio_for(current, first, count):
                 # An open turn's late audio is awaited until the frame is needed (a little late).

@@ -43,3 +43,20 @@ async def test_far_behind_with_speech_waiting_the_loop_stays_free(photo):
     assert received.stats.frames_skipped > 0
     speaking_audio = sum(len(f.audio) for f in received.frames if f.speaking)
     assert speaking_audio >= 0.95 * 3 * 0.7 * 48000  # every turn was heard
+
+
+async def test_one_slow_step_at_the_start_does_not_freeze_the_picture(photo):
+    # A step slowed by a busy process (an agent starting up beside the engine) swells the
+    # step estimate beyond the lead; the renderer must render again to learn it was stale.
+    engine = TestCardEngine(hiccups_ms=(0.0, 400.0) + (0.0,) * 10_000)
+    async with AvatarRuntime([engine], text_to_speech=False) as runtime:
+        stream = await runtime.open_stream(photo, SessionOptions(video="rgb"))
+        received = Received()
+        reader = asyncio.create_task(collect(stream, received))
+        await asyncio.sleep(4.0)
+        await stream.end()
+        await asyncio.wait_for(reader, 30)
+        await stream.aclose()
+    last_second = received.frames[-25:]
+    assert sum(f.repeated for f in last_second) <= 5, "the picture froze after one slow step"
+    check_one_clock(last_second)

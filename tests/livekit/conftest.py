@@ -43,8 +43,9 @@ class Speech:
     def seconds(self) -> float:
         return len(self.samples) / self.rate
 
-    def frames(self, chunk_ms: int = 20) -> AsyncIterator[rtc.AudioFrame]:
-        """As a TTS plugin hands it to the agent: small frames, faster than real time."""
+    def frames(self, chunk_ms: int = 20, realtime: bool = False) -> AsyncIterator[rtc.AudioFrame]:
+        """As a TTS plugin hands it to the agent: small frames, faster than real time (or at 1x,
+        as a streaming TTS that only just keeps up)."""
         samples, rate = self.samples, self.rate
         step = rate * chunk_ms // 1000
 
@@ -52,7 +53,7 @@ class Speech:
             for start in range(0, len(samples), step):
                 part = np.ascontiguousarray(samples[start : start + step])
                 yield rtc.AudioFrame(part.tobytes(), rate, 1, len(part))
-                await asyncio.sleep(0)
+                await asyncio.sleep(chunk_ms / 1000 if realtime else 0)
 
         return gen()
 

@@ -19,6 +19,7 @@ from typing import AsyncIterator, Union
 
 import numpy as np
 from avatar_client import AsyncAvatarClient, AvatarError, MediaFrame
+from avatar_client import AvatarSession as NodeSession
 from avatar_client.events import Event, Notice, TurnEvent, TurnKind
 
 from .errors import AvatarLiveKitError, check_video_format
@@ -82,7 +83,7 @@ class NodeRenderer:
         self._owns_client = owns_client
         self._commands: deque[_Command] = deque()
         self._wake = asyncio.Event()
-        self._session = None  # the avatar_client.AvatarSession in use
+        self._session: NodeSession | None = None
         self._session_ready = asyncio.Event()
         self._turns: dict[str, _Turn] = {}
         self._events: deque[RenderItem] = deque()
@@ -148,6 +149,7 @@ class NodeRenderer:
                 await self._wake.wait()
             await self._session_ready.wait()
             session = self._session
+            assert session is not None  # ready is cleared whenever the session goes
             command = self._commands.popleft()
             try:
                 if isinstance(command, _Speech):

@@ -103,7 +103,7 @@ class RoomSession:
                         return f"{self._watch} left the room"
                     continue
                 if reason in FINAL_DISCONNECTS:
-                    return f"disconnected ({rtc.DisconnectReason.Name(reason)})"
+                    return f"disconnected ({rtc.DisconnectReason.Name(reason)})"  # type: ignore[arg-type]
                 return None
         finally:
             room.off("disconnected", on_disconnected)

@@ -104,6 +104,7 @@ async def test_speech_is_published_in_sync_at_the_asked_size_and_rate(photo: byt
     assert abs((voiced[-1] - voiced[0]) / RATE - short_speech.seconds) < 0.1
     # The mouth (the test card's level bar, read from pixels) moves with the published audio.
     lag, correlation = best_lag(levels, audio_series_for_video(readback, 1 / 25))
+    print(f"test card, local mode: best lag {lag:+d} frames, correlation {correlation:.2f}")
     assert abs(lag) <= 1 and correlation > 0.8, (lag, correlation)
     # playback_finished: played to the end, at the right position.
     assert not finished.interrupted
@@ -147,3 +148,47 @@ async def test_interrupt_mid_sentence_reports_the_position_and_goes_idle_within_
 async def test_a_width_that_is_not_a_multiple_of_four_is_refused_with_a_clear_message(photo: bytes) -> None:
     with pytest.raises(AvatarLiveKitError, match="multiple of 4"):
         AvatarSession(image=photo, width=854, height=480)
+
+
+async def test_the_default_portrait_engine_moves_the_mouth_with_the_published_voice(
+    photo: bytes, long_speech: Speech
+) -> None:
+    from avatar_node.engines.base import StreamOptions
+    from avatar_node.engines.portrait.evaluation import mouth_aperture, mouth_box
+
+    async with local_avatar(photo, width=424, height=240) as run:  # no engine given: portrait
+        await asyncio.sleep(0.5)
+        await run.session.say("A sentence", audio=long_speech.frames())
+        await asyncio.sleep(0.3)
+        avatar = run.avatar.room_avatar
+        assert avatar is not None
+        stream = avatar.renderer.stream  # type: ignore[attr-defined]
+        assert stream.engine.info.name == "portrait"
+        box = mouth_box(stream.identity, StreamOptions(424, 240, 25.0))
+        readback = run.readback
+        finished = run.finished
+
+    video = readback.video
+    aperture = np.array([mouth_aperture(image, box) for _, image in video])
+    levels = audio_series_for_video(readback, 1 / 25)
+    speaking = levels > 0.01
+    assert aperture[speaking].mean() > 2 * aperture[~speaking].mean() + 0.5, "the mouth does not open to speak"
+    lag, correlation = best_lag(aperture, levels)
+    print(f"portrait, local mode: best lag {lag:+d} frames, correlation {correlation:.2f}")
+    assert abs(lag) <= 1 and correlation > 0.4, (lag, correlation)
+    assert len(finished) == 1 and abs(finished[0].playback_position - long_speech.seconds) < 0.041
+
+
+async def test_closing_is_complete_even_when_the_caller_is_cancelled(photo: bytes) -> None:
+    async with local_avatar(photo, engine="testcard", width=320, height=240) as run:
+        avatar = run.avatar.room_avatar
+        assert avatar is not None
+        runtime = avatar.renderer.runtime  # type: ignore[attr-defined]
+        closing = asyncio.create_task(run.avatar.aclose())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await asyncio.wait_for(run.avatar.aclose(), 10)  # the teardown went on; this waits for it
+        assert avatar.publisher.closed and not runtime.streams and runtime.admission.active == 0
+        assert {p.sid for p in run.room.unpublished} == {p.sid for p in run.room.published}

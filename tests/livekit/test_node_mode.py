@@ -307,3 +307,23 @@ async def test_the_worker_survives_the_node_restarting_without_going_dark(photo:
         first.stop()
         if second is not None:
             second.stop()
+
+
+async def test_closing_while_the_node_is_away_leaves_no_session_behind(photo: bytes) -> None:
+    first = start_background_node(NodeConfig(port=0, engines=["testcard"], text_to_speech=False))
+    port = int(first.target.rsplit(":", 1)[1])
+    second: BackgroundNode | None = None
+    try:
+        async with bare_agent(first, photo) as (agent_room, worker, reports, readback):
+            renderer = worker.renderer
+            assert isinstance(renderer, NodeRenderer)
+            await asyncio.to_thread(first.stop, 0.5)
+            second = start_background_node(NodeConfig(port=port, engines=["testcard"], text_to_speech=False))
+            await asyncio.sleep(0.05)  # the renderer is waiting to open a session on the node that is back
+            assert renderer.sessions_opened == 1
+        await asyncio.sleep(3.0)  # long enough for any reconnect attempt left behind to land
+        assert node_sessions(second) == 0, "a session was opened for a worker that had closed"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

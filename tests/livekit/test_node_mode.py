@@ -139,6 +139,25 @@ async def test_the_agents_speech_is_rendered_on_the_node_and_published_in_sync(
         assert abs(finished.playback_position - short_speech.seconds) < 0.041, finished.playback_position
     assert {image.shape for _, image in readback.video} == {(360, 640, 3)}
     assert 24.0 <= readback.video_fps(since=said_at) <= 26.0
+    # Continuous audio: as many samples as wall time, no stalls.
+    steady = [(t, a) for t, a in readback.audio if t > said_at - 0.3]
+    samples = sum(len(a) for _, a in steady)
+    assert abs(samples / RATE - (steady[-1][0] - steady[0][0])) < 0.15
+    assert np.diff([t for t, _ in steady]).max() < 0.12
+    # Each utterance was published whole: its voiced span is the clip's.
+    audio = readback.audio_samples()
+    voiced = np.abs(audio) > 30
+    edges = np.flatnonzero(np.diff(voiced.astype(np.int8)))
+    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2])]
+    spans, start, end = [], runs[0][0], runs[0][1]
+    for a, b in runs[1:]:
+        if a - end > RATE // 2:  # a pause longer than any inside the sentence
+            spans.append((end - start) / RATE)
+            start = a
+        end = b
+    spans.append((end - start) / RATE)
+    lead = np.flatnonzero(np.abs(short_speech.samples) > 30)[0] / short_speech.rate
+    assert len(spans) == 2 and all(abs(span + lead - short_speech.seconds) < 0.1 for span in spans), spans
     levels = readback.bar_levels()
     assert levels[:5].max() == 0 and levels.max() > 0.2
     lag, correlation = best_lag(levels, audio_series_for_video(readback, 1 / 25))

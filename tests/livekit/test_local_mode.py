@@ -145,6 +145,23 @@ async def test_interrupt_mid_sentence_reports_the_position_and_goes_idle_within_
     assert abs(finished.playback_position - published) < 0.041, (finished.playback_position, published)
 
 
+async def test_lips_stay_on_the_voice_after_the_event_loop_stalls(photo: bytes, short_speech: Speech) -> None:
+    # An agent's process blocks its loop now and then (a large reply parsed, a module imported):
+    # the media that piles up meanwhile must not leave the voice behind the face for good.
+    async with local_avatar(photo, engine="testcard", width=320, height=240) as run:
+        await asyncio.sleep(0.5)
+        time.sleep(0.25)  # the stall
+        await asyncio.sleep(0.5)
+        stalled_at = time.monotonic()
+        await run.session.say("Hello there", audio=short_speech.frames())
+        await asyncio.sleep(0.3)
+        readback = run.readback
+    recent = Readback(video=[v for v in readback.video if v[0] > stalled_at], audio=readback.audio)
+    lag, correlation = best_lag(recent.bar_levels(), audio_series_for_video(recent, 1 / 25))
+    print(f"after a stall: best lag {lag:+d} frames, correlation {correlation:.2f}")
+    assert abs(lag) <= 1 and correlation > 0.8, (lag, correlation)
+
+
 async def test_a_width_that_is_not_a_multiple_of_four_is_refused_with_a_clear_message(photo: bytes) -> None:
     with pytest.raises(AvatarLiveKitError, match="multiple of 4"):
         AvatarSession(image=photo, width=854, height=480)

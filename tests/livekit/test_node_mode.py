@@ -346,3 +346,25 @@ async def test_closing_while_the_node_is_away_leaves_no_session_behind(photo: by
         first.stop()
         if second is not None:
             second.stop()
+
+
+async def test_after_rejoining_the_room_the_worker_publishes_and_answers_again(
+    node: BackgroundNode, photo: bytes, short_speech: Speech
+) -> None:
+    async with bare_agent(node, photo) as (agent_room, worker, reports, readback):
+        hub = agent_room.hub
+        old = hub.room_of("avatar-1")
+        assert old is not None
+        await old.disconnect()  # dropped; the worker keeps rendering meanwhile
+        await asyncio.sleep(0.3)
+        new = hub.room("avatar-1", kind=AGENT, attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: "agent-1"})
+        seen: list[Any] = []
+        new.on("local_track_published", lambda publication, track: seen.append(publication))
+        await new.connect()
+        await worker.attach(new)
+        assert sorted(p.name for p in seen) == ["avatar_audio", "avatar_video"]
+        assert "lk.audio_stream" not in old.byte_stream_handlers and "lk.clear_buffer" not in old.local_participant._rpc_handlers
+        await send_speech(agent_room, short_speech)
+        await wait_until(lambda: len(reports) == 1, timeout=10, what="playback_finished after rejoining")
+        assert reports[0]["interrupted"] is False
+        assert abs(reports[0]["playback_position"] - short_speech.seconds) < 0.041

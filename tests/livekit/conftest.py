@@ -139,6 +139,22 @@ class Readback:
         return np.array([bar_level(image) for _, image in self.video])
 
 
+def abrupt_gaps(audio: np.ndarray, min_samples: int = 48, loud: int = 2000) -> int:
+    """Runs of exact silence cut into loud speech (an audio source running dry mid-word), at least
+    `min_samples` long, with loud audio on both sides. Speech itself fades out; a dropout does not."""
+    silent = np.concatenate([[0], (audio == 0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(silent))
+    count = 0
+    for start, end in zip(edges[::2], edges[1::2]):
+        if end - start < min_samples or start < min_samples or end + min_samples > len(audio):
+            continue
+        before = np.abs(audio[start - min_samples : start].astype(np.int32)).max()
+        after = np.abs(audio[end : end + min_samples].astype(np.int32)).max()
+        if before > loud and after > loud:
+            count += 1
+    return count
+
+
 def best_lag(video_series: np.ndarray, audio_series: np.ndarray, max_lag: int = 4) -> tuple[int, float]:
     """The shift (in frames) of the video against the audio that correlates best, and that correlation.
     A positive lag means the video comes late."""

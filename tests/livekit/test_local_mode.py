@@ -18,7 +18,7 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from avatar_livekit import AvatarLiveKitError, AvatarSession
 
-from .conftest import RATE, Readback, Speech, audio_series_for_video, best_lag
+from .conftest import RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag
 from .fake_room import FakeHub
 
 pytestmark = pytest.mark.timeout(90)
@@ -100,6 +100,8 @@ async def test_speech_is_published_in_sync_at_the_asked_size_and_rate(photo: byt
     assert abs(len(audio) / RATE - elapsed) < 0.15, (len(audio) / RATE, elapsed)
     gaps = np.diff([t for t, _ in readback.audio if t > said_at - 0.3])
     assert gaps.max() < 0.12, f"the audio stalled for {gaps.max():.3f} s"
+    print(f"abrupt gaps in the published voice: {abrupt_gaps(audio)}")
+    assert abrupt_gaps(audio) <= 1, "the voice has dropouts"
     voiced = np.flatnonzero(np.abs(audio) > 30)
     assert abs((voiced[-1] - voiced[0]) / RATE - short_speech.seconds) < 0.1
     # The mouth (the test card's level bar, read from pixels) moves with the published audio.

@@ -24,7 +24,7 @@ from avatar_livekit.node_renderer import NodeRenderer
 from avatar_livekit.worker import AvatarWorker
 from avatar_node.server import BackgroundNode, NodeConfig, start_background_node
 
-from .conftest import RATE, Readback, Speech, audio_series_for_video, best_lag
+from .conftest import RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag
 from .fake_room import FakeHub, FakeRoom
 
 pytestmark = pytest.mark.timeout(120)
@@ -145,6 +145,9 @@ async def test_the_agents_speech_is_rendered_on_the_node_and_published_in_sync(
     assert abs(samples / RATE - (steady[-1][0] - steady[0][0])) < 0.15
     assert np.diff([t for t, _ in steady]).max() < 0.12
     # Each utterance was published whole: its voiced span is the clip's.
+    audio = readback.audio_samples()
+    print(f"abrupt gaps in the published voice: {abrupt_gaps(audio)}")
+    assert abrupt_gaps(audio) <= 1, "the voice has dropouts"
     audio = readback.audio_samples()
     voiced = np.abs(audio) > 30
     edges = np.flatnonzero(np.diff(voiced.astype(np.int8)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 import grpc
@@ -230,12 +230,14 @@ class AvatarSession:
         finally:
             self._reading = False
 
-    async def frames(self) -> AsyncIterator[MediaFrame]:
+    async def frames(self, on_event: Callable[[Event], None] | None = None) -> AsyncIterator[MediaFrame]:
         """Yield decoded frames, each with the speech audio that plays during it.
 
         Frames come in order; a frame waits for its audio until audio past it arrives (the
         node sends audio for every frame, so this is at most one packet). Other events are
-        consumed; see `ended`, `last_stats` and `notices` for what they carried.
+        consumed; see `ended`, `last_stats` and `notices` for what they carried, or pass
+        `on_event`, called with each of them (turn events...) as it arrives; a frame whose
+        packets all came before the event has been yielded by then.
         """
         decoder = H264Decoder(self.ready.codec_config)
         rate = self.ready.clock_rate
@@ -269,6 +271,8 @@ class AvatarSession:
                 audio_by_pts[event.pts] = event.samples
                 latest_audio_pts = max(latest_audio_pts, event.pts)
             else:
+                if on_event is not None:
+                    on_event(event)
                 continue
             for media in release(at_end=False):
                 yield media

@@ -1,0 +1,151 @@
+"""`avatar-livekit`: the node-mode avatar worker, and a room bot.
+
+    avatar-livekit worker --node 127.0.0.1:50051
+    avatar-livekit bot --room demo --image me.jpg --follow alice
+
+Both read LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import AvatarLiveKitError, check_video_format
+from .session import DEFAULT_WORKER_NAME
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avatar-livekit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="serve AvatarSession(mode='node'): one avatar per dispatched room")
+    worker.add_argument("--node", default=os.environ.get("AVATAR_NODE", ""),
+                        help="the avatar node to render on, HOST:PORT (env AVATAR_NODE)")
+    worker.add_argument("--node-token", default=os.environ.get("AVATAR_NODE_TOKEN", ""),
+                        help="the node's bearer token, if it asks for one (env AVATAR_NODE_TOKEN)")
+    worker.add_argument("--agent-name", default=DEFAULT_WORKER_NAME,
+                        help=f"the agent name to register for dispatch (default {DEFAULT_WORKER_NAME})")
+    worker.add_argument("--image", type=Path, help="the photo for agents that send none")
+    worker.add_argument("--agent-gone", type=float, default=60.0, metavar="S",
+                        help="leave a room once its agent has been gone this long (default 60 s)")
+    worker.add_argument("--http-port", type=int, default=0, help="health/load endpoint port (default: any free)")
+
+    bot = commands.add_parser("bot", help="join a room and give a participant's voice a face")
+    bot.add_argument("--room", required=True, help="the room to join")
+    bot.add_argument("--image", type=Path, required=True, help="the avatar's photo")
+    bot.add_argument("--follow", required=True, metavar="IDENTITY", help="whose microphone drives the avatar")
+    bot.add_argument("--identity", default="", help="the bot's identity (default avatar-IDENTITY)")
+    bot.add_argument("--node", default="", help="render on this avatar node (default: in this process)")
+    bot.add_argument("--node-token", default=os.environ.get("AVATAR_NODE_TOKEN", ""))
+    bot.add_argument("--engine", default="", help="engine to render with (default: portrait in process)")
+    bot.add_argument("--width", type=int, default=848)
+    bot.add_argument("--height", type=int, default=480)
+    bot.add_argument("--fps", type=float, default=25.0)
+    bot.add_argument("--publish-audio", action="store_true",
+                     help="publish the voice too, in sync with the face (mute the original)")
+    return parser
+
+
+def _livekit_env() -> tuple[str, str, str]:
+    values = [os.environ.get(name, "") for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")]
+    missing = [name for name, value in zip(("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"), values) if not value]
+    if missing:
+        raise AvatarLiveKitError(f"set {', '.join(missing)} to the LiveKit server to join")
+    return values[0], values[1], values[2]
+
+
+def _read(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AvatarLiveKitError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from .server import WorkerConfig, serve
+
+    config = WorkerConfig.from_env(
+        args.node, node_token=args.node_token, agent_name=args.agent_name, default_image=_read(args.image),
+        agent_gone_s=args.agent_gone, http_port=args.http_port,
+    )
+    serve(config)
+    return 0
+
+
+def run_bot(args: argparse.Namespace) -> int:
+    check_video_format(args.width, args.height, args.fps)
+    url, key, secret = _livekit_env()
+    photo = _read(args.image)
+    identity = args.identity or f"avatar-{args.follow}"
+    return asyncio.run(_bot(args, url, key, secret, photo, identity))
+
+
+async def _bot(args: argparse.Namespace, url: str, key: str, secret: str, photo: bytes, identity: str) -> int:
+    from livekit import api
+
+    from .bot import RoomBot
+    from .bot import run_bot as run
+    from .frames import Renderer
+    from .room_session import RoomSession
+
+    renderer: Renderer
+    if args.node:
+        from avatar_client import AsyncAvatarClient
+
+        from .node_renderer import NodeRenderer
+
+        node_renderer = NodeRenderer(AsyncAvatarClient(args.node, token=args.node_token or None), image=photo,
+                                     engine=args.engine, width=args.width, height=args.height, fps=args.fps,
+                                     owns_client=True)
+        await node_renderer.start()
+        renderer = node_renderer
+    else:
+        from .local_renderer import PipelineRenderer
+
+        renderer = await PipelineRenderer.open(photo, engine=args.engine, width=args.width, height=args.height,
+                                               fps=args.fps)
+
+    def token() -> str:
+        grants = api.VideoGrants(room_join=True, room=args.room, can_publish=True, can_subscribe=True,
+                                 can_publish_sources=["camera", "microphone"], can_publish_data=False)
+        return (api.AccessToken(key, secret).with_identity(identity).with_name(f"{args.follow} (avatar)")
+                .with_grants(grants).to_jwt())
+
+    bot = RoomBot(renderer, args.follow, publish_audio=args.publish_audio)
+    session = RoomSession(url, token, on_joined=bot.joined)
+    task = asyncio.ensure_future(run(session, bot))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        reason = await task
+    except asyncio.CancelledError:
+        reason = "stopped"
+    logging.getLogger(__name__).info("bot done: %s", reason)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_worker(args) if args.command == "worker" else run_bot(args)
+    except AvatarLiveKitError as exc:
+        print(f"avatar-livekit: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,8 +19,9 @@ import asyncio
 import itertools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from livekit import rtc
 
@@ -226,7 +227,7 @@ class AgentAudioLink:
     async def _deliver(self, method: str, payload: str) -> None:
         """Send one RPC to the agent. An agent that is away (reconnecting) gets it when it is back,
         for up to about half a minute: it waits for playback_finished before it speaks again."""
-        for attempt, delay in enumerate((*RPC_RETRY_DELAYS_S, None)):
+        for delay in (*RPC_RETRY_DELAYS_S, None):
             room = self._room
             try:
                 if room is None or not room.isconnected():

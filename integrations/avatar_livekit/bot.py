@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 FOLLOW_RATE = 48000
 
 
-@dataclass
+@dataclass(frozen=True)
 class VoiceGate:
     """Speech by level: louder than `threshold` (RMS, 0..1) opens a turn; `pause_s` of quiet ends it."""
 
@@ -37,9 +38,9 @@ class VoiceGate:
 class VoiceFollower:
     """Turns a stream of someone's audio frames into avatar turns."""
 
-    def __init__(self, renderer: Renderer, gate: VoiceGate = VoiceGate()) -> None:
+    def __init__(self, renderer: Renderer, gate: VoiceGate | None = None) -> None:
         self.renderer = renderer
-        self.gate = gate
+        self.gate = gate or VoiceGate()
         self._ids = itertools.count(1)
         self._turn: str | None = None
         self._quiet_s = 0.0
@@ -85,7 +86,7 @@ class RoomBot:
     """In a room: follow `identity`'s microphone with an avatar."""
 
     def __init__(self, renderer: Renderer, follow: str, *, publish_audio: bool = False,
-                 gate: VoiceGate = VoiceGate()) -> None:
+                 gate: VoiceGate | None = None) -> None:
         self.follow_identity = follow
         self.avatar = RoomAvatar(renderer, publish_audio=publish_audio)
         self.follower = VoiceFollower(renderer, gate)

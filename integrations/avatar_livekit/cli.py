@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import AvatarLiveKitError, check_video_format
 from .session import DEFAULT_WORKER_NAME
@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _livekit_env() -> tuple[str, str, str]:
-    values = [os.environ.get(name, "") for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")]
-    missing = [name for name, value in zip(("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"), values) if not value]
+    names = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+    values = [os.environ.get(name, "") for name in names]
+    missing = [name for name, value in zip(names, values) if not value]
     if missing:
         raise AvatarLiveKitError(f"set {', '.join(missing)} to the LiveKit server to join")
     return values[0], values[1], values[2]

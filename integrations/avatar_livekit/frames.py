@@ -6,8 +6,9 @@ this one shape, so publishing, interrupts and playback reports are written once.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol, Union
+from typing import Protocol
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class TurnFinished:
     interrupted: bool
 
 
-RenderItem = Union[RenderedFrame, TurnStarted, TurnFinished]
+RenderItem = RenderedFrame | TurnStarted | TurnFinished
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class AvatarJobRequest:
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "AvatarJobRequest":
+    def from_json(cls, text: str) -> AvatarJobRequest:
         """Parse a dispatch's metadata; AvatarLiveKitError says what is wrong with it."""
         try:
             data = json.loads(text)

@@ -7,12 +7,12 @@ frames come out as RGB pictures with their exact audio slices, at 1x (a live str
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from avatar_node.pipeline import (
-    AVFrame,
     AvatarRuntime,
     AvatarStream,
+    AVFrame,
     Ended,
     Notice,
     PipelineError,
@@ -54,7 +54,7 @@ class PipelineRenderer:
         sample_rate: int = 48000,
         framing: str = "auto",
         prompt: str = "",
-    ) -> "PipelineRenderer":
+    ) -> PipelineRenderer:
         """A live stream for a photo (bytes) or a prepared avatar id, at the given size."""
         check_video_format(width, height, fps)
         owns = runtime is None
@@ -103,7 +103,10 @@ class PipelineRenderer:
                 elif item.kind is TurnKind.FINISHED:
                     self._turn_rates.pop(item.turn_id, None)
                     start = self._started_pts.pop(item.turn_id, None)
-                    played = (item.pts - start) / self.format.sample_rate if start is not None else item.played_ms / 1000
+                    if start is not None:
+                        played = (item.pts - start) / self.format.sample_rate
+                    else:
+                        played = item.played_ms / 1000
                     yield TurnFinished(item.turn_id, played, item.interrupted)
             elif isinstance(item, Notice):
                 log.info("avatar: %s", item.message)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Union
 
 import numpy as np
 from avatar_client import AsyncAvatarClient, AvatarError, MediaFrame
@@ -47,7 +47,7 @@ class _Interrupt:
     pass
 
 
-_Command = Union[_Speech, _EndTurn, _Interrupt]
+_Command = _Speech | _EndTurn | _Interrupt
 
 
 @dataclass
@@ -76,7 +76,8 @@ class NodeRenderer:
     ) -> None:
         check_video_format(width, height, fps)
         if not image and not avatar_id:
-            raise AvatarLiveKitError("give the avatar a photo (image bytes) or the avatar_id of one prepared on the node")
+            raise AvatarLiveKitError("give the avatar a photo (image bytes) or the avatar_id of one "
+                                     "prepared on the node")
         self.client = client
         self.format = VideoFormat(width, height, fps, sample_rate)
         self._image, self._avatar_id, self._engine, self._prompt = image, avatar_id, engine, prompt

@@ -76,7 +76,8 @@ class RoomAvatar:
             self.stopped.set()
 
     async def aclose(self) -> None:
-        """Stop publishing and return every resource. Idempotent; the teardown finishes even if the caller is cancelled."""
+        """Stop publishing and return every resource. Idempotent; the teardown finishes even if the "
+          "caller is cancelled."""
         if self._teardown is None:
             self._teardown = asyncio.ensure_future(self._close())
         await asyncio.shield(self._teardown)

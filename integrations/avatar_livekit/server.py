@@ -41,7 +41,7 @@ class WorkerConfig:
     load_threshold: float = 0.75
 
     @classmethod
-    def from_env(cls, node: str, **kwargs: object) -> "WorkerConfig":
+    def from_env(cls, node: str, **kwargs: object) -> WorkerConfig:
         config = cls(node=node, **kwargs)  # type: ignore[arg-type]
         config.url = config.url or os.environ.get("LIVEKIT_URL", "")
         config.api_key = config.api_key or os.environ.get("LIVEKIT_API_KEY", "")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable, Literal
+from typing import TYPE_CHECKING, Literal
 
 from livekit import rtc
 from livekit.agents.voice.avatar import AvatarSession as AgentsAvatarSession
@@ -30,8 +31,9 @@ from .job import AvatarJobRequest, avatar_token
 from .room_avatar import RoomAvatar
 
 if TYPE_CHECKING:
-    from avatar_node.pipeline import AvatarRuntime
     from livekit.agents import AgentSession
+
+    from avatar_node.pipeline import AvatarRuntime
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         weights_dir=args.weights,
         identity_cache_bytes=args.avatar_cache_mb * 1024 * 1024,
         live_load_target=args.live_load_target,
+        hardware_encoder=args.nvenc,
         web_port=args.web_port if args.web else None,
         web_host=args.web_host,
         tls_cert=args.tls_cert,
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--live-load-target", type=float, default=0.85, metavar="SHARE",
                        help="share of the cores live sessions may plan to use before new ones are refused "
                        "(admission control; raise it only to measure capacity)")
+    serve.add_argument("--nvenc", action="store_true",
+                       help="encode H.264 with NVENC where an NVIDIA GPU offers it (else libx264, per session)")
     serve.add_argument("--avatar-cache-mb", type=int, default=1024,
                        help="memory for prepared avatars kept for reuse (least recently used go first)")
     serve.add_argument("--web", action="store_true", help="also serve the web page and its WHEP endpoint "

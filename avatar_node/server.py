@@ -68,6 +68,8 @@ class NodeConfig:
     text_to_speech: bool = True
     #: Share of the cores live sessions may plan to use (admission control); see pipeline/admission.py.
     live_load_target: float = 0.85
+    #: Encode with NVENC where an NVIDIA GPU offers it, falling back to libx264.
+    hardware_encoder: bool = False
     #: The web page and WHEP endpoint (the [web] extra): None = off, 0 = any free port.
     web_port: int | None = None
     web_host: str = "127.0.0.1"
@@ -117,6 +119,7 @@ class AvatarNodeServer:
             weights_dir=config.weights_dir,
             text_to_speech=config.text_to_speech,
             live_load_target=config.live_load_target,
+            hardware_encoder=config.hardware_encoder,
         )
         server: grpc.aio.Server | None = None
         try:

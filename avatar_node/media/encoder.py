@@ -94,8 +94,8 @@ class H264Encoder:
         if prefer_hardware:
             try:
                 return self._configure("h264_nvenc")
-            except Exception as exc:  # no GPU, no driver: fall back quietly
-                log.debug("h264_nvenc unavailable (%s); using libx264", exc)
+            except Exception as exc:  # no GPU, no driver: fall back to the CPU encoder
+                log.info("h264_nvenc unavailable (%s); encoding with libx264", exc)
         return self._configure("libx264")
 
     def _configure(self, codec_name: str) -> av.VideoCodecContext:

@@ -53,6 +53,7 @@ class StreamParts:
         options: SessionOptions,
         synthesize: Callable[[str, str], SpeechClip] | None,
         on_falling_behind: Callable[[float], None],
+        hardware_encoder: bool = False,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -69,7 +70,10 @@ class StreamParts:
         media_s = LIVE_OUTBOX_S if self.live else RENDER_OUTBOX_S
         self.outbox = Outbox(max(3, info.frames_per_step, round(media_s * options.fps)))
         self.encoder = (
-            H264Encoder(options.width, options.height, options.fps, options.bitrate_kbps, options.keyframe_interval)
+            H264Encoder(
+                options.width, options.height, options.fps, options.bitrate_kbps, options.keyframe_interval,
+                prefer_hardware=hardware_encoder,
+            )
             if options.video in ("h264", "both")
             else None
         )

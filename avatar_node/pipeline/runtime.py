@@ -62,6 +62,7 @@ class AvatarRuntime:
         identity_cache_bytes: int = DEFAULT_MAX_BYTES,
         weights_dir: str | None = None,
         live_load_target: float = LOAD_TARGET,
+        hardware_encoder: bool = False,
     ) -> None:
         if not engines:
             raise ValueError("give at least one engine")
@@ -78,6 +79,8 @@ class AvatarRuntime:
         self.identities = IdentityCache(identity_cache_items, identity_cache_bytes)
         self.admission = Admission(max_sessions, self.pools.cores, live_load_target)
         self._want_tts = text_to_speech
+        #: Encode with NVENC where an NVIDIA GPU has one (libx264 otherwise, per stream).
+        self.hardware_encoder = hardware_encoder
         self._synth: SpeechSynthesizer | None = None
         self.streams: set[AvatarStream] = set()
         self._closing: set[asyncio.Future[None]] = set()
@@ -227,7 +230,7 @@ class AvatarRuntime:
             stream = AvatarStream(
                 engine=engine, scheduler=self._schedulers[engine.info.name], pools=self.pools,
                 identity=identity, options=options, synthesize=self._synth.synthesize if self._synth else None,
-                resolve_voice=resolve_voice, on_closed=closed,
+                resolve_voice=resolve_voice, on_closed=closed, hardware_encoder=self.hardware_encoder,
             )
             self.streams.add(stream)
             await stream.start()

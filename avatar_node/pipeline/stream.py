@@ -44,6 +44,7 @@ class AvatarStream:
         synthesize: Callable[[str, str], SpeechClip] | None,
         resolve_voice: Callable[[str], str] | None,
         on_closed: Callable[[AvatarStream], None],
+        hardware_encoder: bool = False,
     ) -> None:
         self.session_id = uuid.uuid4().hex[:16]
         self.engine = engine
@@ -53,6 +54,7 @@ class AvatarStream:
         self.parts = StreamParts(
             name=self.session_id, engine=engine, scheduler=scheduler, pools=pools, identity=identity,
             options=options, synthesize=synthesize, on_falling_behind=self._falling_behind,
+            hardware_encoder=hardware_encoder,
         )
         self.clock = self.parts.clock
         self.encoder = self.parts.encoder

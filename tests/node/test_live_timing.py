@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 
 import grpc
 import numpy as np
@@ -93,9 +95,10 @@ async def test_a_slow_engine_repeats_frames_instead_of_sliding_behind(photo):
 
 @pytest.mark.slow
 async def test_speech_streamed_at_one_x_plays_without_gaps(photo):
-    """20 ms and 100 ms chunks at exactly real time, two sessions at once, for a minute."""
+    """20 ms and 100 ms chunks at exactly real time, two sessions at once, for a minute
+    (AVATAR_TEST_STREAM_SECONDS runs it longer)."""
     node = NodeProcess("--max-sessions", "4")
-    seconds = 60.0
+    seconds = float(os.environ.get("AVATAR_TEST_STREAM_SECONDS", "60"))
     speech = tone(seconds)
     try:
         async with channel(node.target) as stub:
@@ -135,4 +138,5 @@ async def test_speech_streamed_at_one_x_plays_without_gaps(photo):
         lags = _client_lags(arrivals)
         assert abs(stats.max_lag_ms / 1000 - lags.max()) < 0.06, (stats.max_lag_ms, lags.max())
         finished = [t for t in call.of("turn") if t.kind == pb.TurnEvent.KIND_FINISHED]
-        assert len(finished) == 5 and sum(t.played_ms for t in finished) == pytest.approx(seconds * 1000, abs=60)
+        assert len(finished) == math.ceil(seconds / 12)
+        assert sum(t.played_ms for t in finished) == pytest.approx(seconds * 1000, abs=60)

@@ -13,6 +13,7 @@ result as resampling it in one piece, holds back only the filter's half length
 from __future__ import annotations
 
 import fractions
+import math
 import numbers
 
 import av
@@ -68,6 +69,14 @@ def pcm_s16le_to_mono(data: bytes, channels: int) -> np.ndarray:
         return samples.astype(np.int16)  # a writable, native-endian copy
     frames = samples.reshape(-1, int(channels)).astype(np.int32)
     return np.rint(frames.mean(axis=1)).astype(np.int16)
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of int16 samples in dB full scale (-120 for silence or nothing)."""
+    if samples.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64))))) / 32768.0
+    return 20.0 * math.log10(max(rms, 1e-6))
 
 
 def to_float32(samples: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections import deque
 from typing import Literal
 
@@ -20,6 +19,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from avatar_node.media.audio import level_dbfs
 from avatar_node.pipeline import AvatarStream, PipelineError
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,6 @@ def to_mono_int16(frame: av.AudioFrame) -> np.ndarray:
     return np.clip(np.round(mixed), -32768, 32767).astype(np.int16)
 
 
-def level_dbfs(samples: np.ndarray) -> float:
-    if samples.size == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64))))) / 32768.0
-    return 20.0 * math.log10(max(rms, 1e-6))
 
 
 class TurnGate:

@@ -61,7 +61,7 @@ class H264Decoder:
                 return []
             self._seen_keyframe = True
             data = packet.data
-            if self._codec_config and not _has_parameter_sets(data):
+            if self._codec_config and not has_parameter_sets(data):
                 data = self._codec_config + data
         else:
             data = packet.data
@@ -96,7 +96,7 @@ class H264Decoder:
         return out
 
 
-def _has_parameter_sets(data: bytes) -> bool:
+def has_parameter_sets(data: bytes) -> bool:
     """Whether an Annex B access unit carries an SPS (NAL type 7)."""
     start = 0
     while True:

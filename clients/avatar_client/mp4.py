@@ -9,7 +9,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from .decode import _has_parameter_sets
+from .decode import has_parameter_sets
 from .events import AudioPacket, Event, SessionReady, VideoPacket
 
 
@@ -87,7 +87,7 @@ class Mp4Writer:
             for audio in held:
                 self.write_audio(audio)
         data = packet.data
-        if self.frames_written == 0 and self._codec_config and not _has_parameter_sets(data):
+        if self.frames_written == 0 and self._codec_config and not has_parameter_sets(data):
             data = self._codec_config + data
         pts = packet.pts - self._base_pts
         if pts < 0:

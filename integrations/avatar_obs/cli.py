@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from avatar_client import AvatarError
+from avatar_client.cli import parse_size
 from avatar_client.client import load_image
 
 from .app import AppConfig, AvatarObs
@@ -33,14 +34,6 @@ DEFAULT_UDP = "127.0.0.1:9555"
 BEHAVIOURS = ("nod", "smile", "blink", "shake", "raise_eyebrows")
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 848x480, not {text!r}") from None
-    if width < 16 or height < 16 or width % 2 or height % 2:
-        raise argparse.ArgumentTypeError("width and height must be even and at least 16")
-    return width, height
 
 
 def _udp(text: str) -> tuple[str, int]:
@@ -79,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--avatar-id", default="", help="a photo prepared on the node (`avatar prepare`)")
     node.add_argument("--engine", default="", help="engine name (default: the node's default)")
     node.add_argument("--voice", default="", help="text-to-speech voice for --say and chat")
-    node.add_argument("--size", type=_size, default=(848, 480), metavar="WxH", help="default 848x480")
+    node.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
     node.add_argument("--fps", type=float, default=25.0, help="default 25")
 
     out = parser.add_argument_group("where the stream goes")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -27,6 +26,8 @@ from typing import Protocol
 
 import av
 import numpy as np
+
+from avatar_node.media.audio import level_dbfs
 
 from .errors import NodeUnavailable
 
@@ -260,11 +261,6 @@ class VoiceGate:
         return [chunk], False
 
 
-def level_dbfs(chunk: np.ndarray) -> float:
-    if chunk.size == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(np.square(chunk.astype(np.float64))))) / 32768.0
-    return 20.0 * math.log10(max(rms, 1e-6))
 
 
 class MicrophoneDriver:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
+from avatar_client.decode import has_parameter_sets
 from PIL import Image
 
 #: Thumbnail width; the height follows the picture's aspect ratio.
@@ -102,7 +103,7 @@ class SentPictures:
 
 def decode_keyframe(access_unit: bytes, codec_config: bytes = b"") -> np.ndarray | None:
     """The RGB picture of one H.264 IDR access unit (None if it does not decode)."""
-    data = access_unit if has_sps(access_unit) or not codec_config else codec_config + access_unit
+    data = access_unit if has_parameter_sets(access_unit) or not codec_config else codec_config + access_unit
     decoder = av.CodecContext.create("h264", "r")
     try:
         frames = decoder.decode(av.Packet(data))
@@ -112,13 +113,3 @@ def decode_keyframe(access_unit: bytes, codec_config: bytes = b"") -> np.ndarray
     return frames[0].to_ndarray(format="rgb24") if frames else None
 
 
-def has_sps(data: bytes) -> bool:
-    """Whether an Annex B access unit carries a sequence parameter set."""
-    start = 0
-    while True:
-        start = data.find(b"\x00\x00\x01", start)
-        if start < 0 or start + 3 >= len(data):
-            return False
-        if data[start + 3] & 0x1F == 7:
-            return True
-        start += 3

@@ -24,9 +24,10 @@ from typing import cast
 
 import av
 import numpy as np
+from avatar_client.decode import has_parameter_sets
 
 from .feed import FeedFormat
-from .pictures import SentPictures, has_sps
+from .pictures import SentPictures
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def _probe(keyframe: bytes, fmt: FeedFormat) -> av.container.InputContainer:
     The output stream copies it: FLV must carry the decoder configuration in its header,
     before any frame, or readers see "no configuration" and may refuse the whole stream.
     """
-    data = keyframe if has_sps(keyframe) or not fmt.codec_config else fmt.codec_config + keyframe
+    data = keyframe if has_parameter_sets(keyframe) or not fmt.codec_config else fmt.codec_config + keyframe
     probe = cast(av.container.InputContainer, av.open(io.BytesIO(data), format="h264"))
     if not probe.streams.video or not probe.streams.video[0].codec_context.extradata:
         probe.close()
@@ -341,7 +342,7 @@ class _Muxer:
         if self._audio_cursor is None:
             self._audio_cursor = pts
         data = frame.encoded
-        if self._first and self._fmt.codec_config and not has_sps(data):
+        if self._first and self._fmt.codec_config and not has_parameter_sets(data):
             data = self._fmt.codec_config + data
         self._first = False
         packet = av.Packet(data)

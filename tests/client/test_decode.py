@@ -1,6 +1,6 @@
 import numpy as np
 
-from avatar_client.decode import H264Decoder, _has_parameter_sets
+from avatar_client.decode import H264Decoder, has_parameter_sets
 from avatar_client.events import VideoPacket
 
 
@@ -39,9 +39,9 @@ def test_skips_packets_before_the_first_keyframe(synthetic):
 
 def test_codec_config_from_ready_is_used_when_the_keyframe_lacks_it(synthetic):
     first = synthetic.video[0]
-    assert _has_parameter_sets(first.data)
+    assert has_parameter_sets(first.data)
     params, rest = split_parameter_sets(first.data)
-    assert params and not _has_parameter_sets(rest)
+    assert params and not has_parameter_sets(rest)
     stripped = VideoPacket(rest, first.pts, first.duration, True, 0, False, 0.0)
     decoder = H264Decoder(codec_config=params)
     frames = decoder.decode(stripped) + decoder.flush()

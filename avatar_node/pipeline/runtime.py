@@ -79,8 +79,7 @@ class AvatarRuntime:
         self.identities = IdentityCache(identity_cache_items, identity_cache_bytes)
         self.admission = Admission(max_sessions, self.pools.cores, live_load_target)
         self._want_tts = text_to_speech
-        #: Encode with NVENC where an NVIDIA GPU has one (libx264 otherwise, per stream).
-        self.hardware_encoder = hardware_encoder
+        self.hardware_encoder = hardware_encoder  # NVENC where a GPU offers it; libx264 otherwise
         self._synth: SpeechSynthesizer | None = None
         self.streams: set[AvatarStream] = set()
         self._closing: set[asyncio.Future[None]] = set()
@@ -90,9 +89,8 @@ class AvatarRuntime:
         #: Sessions ended, by reason; errors are counted by the transports.
         self.ended: Counter[str] = Counter()
         self.started = 0
-        #: Sessions refused before they opened, by reason; and closed streams' frame figures.
-        self.refused: Counter[str] = Counter()
-        self.totals = FrameTotals()
+        self.refused: Counter[str] = Counter()  # sessions refused before they opened, by reason
+        self.totals = FrameTotals()  # closed streams' frame figures
 
     # ------------------------------------------------------------------ life cycle
 

@@ -39,8 +39,9 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
             # Take the first event before refusing: a client still writing it would
             # otherwise see its write fail (INTERNAL) instead of this status.
             try:
-                await asyncio.wait_for(anext(requests), 2.0)
-            except (StopAsyncIteration, asyncio.TimeoutError, grpc.aio.AioRpcError):
+                async with asyncio.timeout(2.0):
+                    await anext(requests)
+            except (TimeoutError, StopAsyncIteration, grpc.aio.AioRpcError):
                 pass
             await deny(None, context)
             yield  # pragma: no cover

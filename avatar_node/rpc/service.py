@@ -44,9 +44,9 @@ async def _drain(requests: AsyncIterator[Any]) -> None:
     deadline = loop.time() + DRAIN_S
     try:
         while loop.time() < deadline:
-            await asyncio.wait_for(anext(requests), DRAIN_QUIET_S)  # type: ignore[arg-type]
-    except (StopAsyncIteration, asyncio.TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError,
-            grpc.aio.AbortError):
+            async with asyncio.timeout(DRAIN_QUIET_S):
+                await anext(requests)  # type: ignore[call-overload]
+    except (TimeoutError, StopAsyncIteration, grpc.aio.AioRpcError, grpc.aio.UsageError, grpc.aio.AbortError):
         pass
 
 
@@ -157,10 +157,11 @@ class AvatarNodeService:
 
     async def _first_event(self, requests: AsyncIterator[Any]) -> pb.ClientEvent:
         try:
-            first = await asyncio.wait_for(anext(requests), START_TIMEOUT_S)  # type: ignore[arg-type]
+            async with asyncio.timeout(START_TIMEOUT_S):
+                first = await anext(requests)  # type: ignore[call-overload]
         except StopAsyncIteration:
             raise errors.precondition("NO_START", "the call ended before `start`; send `start` first") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise errors.precondition("NO_START", f"no `start` within {START_TIMEOUT_S:g} s; send "
                                                   f"`start` first") from None
         if first is MALFORMED:

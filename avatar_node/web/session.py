@@ -229,7 +229,8 @@ class WebSession:
                 if task is not current:
                     task.cancel()
             with suppress(Exception):
-                await asyncio.wait_for(self.pc.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self.pc.close()
             for task in list(self._tasks):
                 if task is not current:
                     with suppress(BaseException):

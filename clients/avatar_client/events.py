@@ -110,7 +110,7 @@ class AudioPacket:
         )
 
 
-class TurnKind(str, enum.Enum):
+class TurnKind(enum.StrEnum):
     QUEUED = "queued"  # the whole turn is known
     STARTED = "started"  # its first frame is at pts
     FINISHED = "finished"  # played out, or interrupted

@@ -299,8 +299,9 @@ class AvatarSession:
         self._finish_requests()
         if self.ended is not None and not self._call_done.is_set():
             try:
-                await asyncio.wait_for(self._call_done.wait(), ENDED_STATUS_WAIT_S)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(ENDED_STATUS_WAIT_S):
+                    await self._call_done.wait()
+            except TimeoutError:
                 pass
         if not self._call_done.is_set():
             self._call.cancel()

@@ -97,8 +97,9 @@ class RoomSession:
         try:
             while True:
                 try:
-                    reason = await asyncio.wait_for(asyncio.shield(disconnected), timeout=1.0)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(1.0):
+                        reason = await asyncio.shield(disconnected)
+                except TimeoutError:
                     if self._watch and self._watched_gone(room):
                         return f"{self._watch} left the room"
                     continue

@@ -98,7 +98,8 @@ class ControlServer:
             for task in list(self._clients):
                 task.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -107,11 +108,12 @@ class ControlServer:
         self._clients.add(task)
         try:
             try:
-                request = await asyncio.wait_for(_read_request(reader), 30.0)
+                async with asyncio.timeout(30.0):
+                    request = await _read_request(reader)
                 status, reply = 200, await self._handle(request)
             except ControlError as error:
                 status, reply = error.status, {"ok": False, "error": str(error)}
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 status, reply = 400, {"ok": False, "error": "the request did not arrive in time"}
             except Exception as error:  # a bug must not take the stream down
                 log.exception("control request failed")

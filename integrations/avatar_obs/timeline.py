@@ -132,8 +132,9 @@ class LiveTimeline:
                 else:
                     timeout = max(0.0, last_node_at + self._stall_s - now)
                 try:
-                    generation, frame = await asyncio.wait_for(self._inbox.get(), timeout)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(timeout):
+                        generation, frame = await self._inbox.get()
+                except TimeoutError:
                     if not idle:  # the node stalled or went away: hold its last picture
                         idle = True
                         self.stats.outages += 1
@@ -240,7 +241,8 @@ async def _close_quietly(source: AvatarSource) -> None:
         await asyncio.shield(closing)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(closing), 2.0)
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(closing)
         raise
     except Exception:
         pass

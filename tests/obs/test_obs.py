@@ -211,8 +211,8 @@ def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(
         time.sleep(2.5)
         quiet = meters.peak(time.monotonic() - 2.0, time.monotonic())
         avatar = ControlClient(f"http://127.0.0.1:{control_port}")
+        mark = len(command.lines)  # before the action: its first line can come at once
         avatar.say("Thank you all for coming to the stream today. Let us get started.")
-        mark = len(command.lines)
         command.wait_for(r"turn started", start=mark)
         spoke_from = time.monotonic()
         finished = command.wait_for(r"turn finished \((\d+) ms\)", start=mark)
@@ -431,8 +431,8 @@ def test_rtmp_through_nginx_plays_in_obs_and_comes_back_after_nginx_restarts(
     try:
         command.wait_for(rf"created the media source '{name}'")
         assert shows_live_avatar(obs, name, timeout=20), command.output
+        mark = len(command.lines)  # before the kill: the command can report it before kill() returns
         nginx.kill()
-        mark = len(command.lines)
         command.wait_for(r"stream interrupted", start=mark, timeout=15)
         time.sleep(4.0)  # long enough for OBS to have tried and failed several times
         nginx.start()

@@ -146,13 +146,13 @@ class CamControl:
         except FileNotFoundError:
             raise CamError(f"no `avatar cam --name {name}` is running (no {path})") from None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(info["host"], info["port"], limit=MAX_LINE), timeout
-            )
-        except (OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(info["host"], info["port"], limit=MAX_LINE)
+        except (TimeoutError, OSError):
             raise CamError(f"`avatar cam --name {name}` does not answer (stale {path}?)") from None
         writer.write(json.dumps({"token": info["token"]}).encode() + b"\n")
-        hello = json.loads(await asyncio.wait_for(reader.readline(), timeout) or b"{}")
+        async with asyncio.timeout(timeout):
+            hello = json.loads(await reader.readline() or b"{}")
         if not hello.get("ok"):
             writer.close()
             raise CamError(f"`avatar cam --name {name}` refused the connection: {hello.get('error')}")
@@ -211,7 +211,8 @@ class CamControl:
         future = self._finished.get(turn_id)
         if future is None:
             raise CamError(f"unknown turn {turn_id!r}")
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(future)
 
     async def interrupt(self) -> None:
         await self._call("interrupt")

@@ -173,11 +173,9 @@ class NodeSource:
             channel_options=[("grpc.initial_reconnect_backoff_ms", 300), ("grpc.max_reconnect_backoff_ms", 2000)],
         )
         try:
-            session = await asyncio.wait_for(
-                client.start_session(**self._start),  # type: ignore[arg-type]
-                self._connect_timeout_s,
-            )
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self._connect_timeout_s):
+                session = await client.start_session(**self._start)  # type: ignore[arg-type]
+        except TimeoutError:
             await client.aclose()
             return f"no answer from {self.target} within {self._connect_timeout_s:g} s"
         except AvatarError as error:
@@ -215,10 +213,11 @@ class NodeSource:
                 try:
                     # A live session sends a frame every 1/fps: silence this long means the
                     # node (or the path to it) is stuck, and a new session is the way out.
-                    event = await asyncio.wait_for(events.__anext__(), self._stall_s)
+                    async with asyncio.timeout(self._stall_s):
+                        event = await anext(events)
                 except StopAsyncIteration:
                     break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     reason = f"no frames from the node for {self._stall_s:g} s (stalled?)"
                     break
                 except AvatarError as error:

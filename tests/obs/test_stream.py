@@ -281,4 +281,10 @@ def test_a_node_that_stalls_mid_session_is_bridged_and_rejoined_at_a_keyframe(st
     sent = frames_published(command.output)
     stream = decode_stream(capture.bytes_since(), keep_images=False)
     assert len(stream.video_pts) == sent, (len(stream.video_pts), sent)
-    assert np.allclose(np.diff(stream.video_pts), 1 / FPS, atol=1e-3)
+    # On the frame grid, never backwards. A frame the node itself skipped while catching up after
+    # the freeze (or one dropped for a slow reader under load) stays a gap of whole frames.
+    steps = np.diff(stream.video_pts) * FPS
+    assert np.allclose(steps, np.round(steps), atol=0.03) and steps.min() > 0.97, sorted(set(np.round(steps, 3)))
+    missing = int(np.round(steps).sum()) - len(steps)
+    print(f"{sent} frames published, {missing} slots left empty")
+    assert missing < 1.6 * FPS, (missing, command.output)  # the freeze itself was bridged, not left a hole

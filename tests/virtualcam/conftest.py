@@ -444,10 +444,15 @@ def locate(reference: np.ndarray, recording: np.ndarray) -> tuple[int, float]:
     return lag, float(normalised[lag])
 
 
-def assert_heard_as_spoken(spoken: np.ndarray, heard: np.ndarray, cam: CamRun) -> int:
+def assert_heard_as_spoken(
+    spoken: np.ndarray, heard: np.ndarray, cam: CamRun, recorder_glitches: int = 0
+) -> int:
     """The recording holds the spoken audio, unaltered and at its level. A dropout is only
     tolerated where the command itself reported a gap (a source that ran late: on a loaded
     machine a node can miss its frame times); then most of the speech must still be intact.
+    `recorder_glitches` allows that many short insertions made by the recorder itself (a
+    browser's capture inserts or loses a buffer now and then on a loaded machine); the sound
+    server's own record stream allows none.
     Returns the sample position where the speech starts in `heard`."""
     from .analysis import match_segments
 
@@ -461,7 +466,14 @@ def assert_heard_as_spoken(spoken: np.ndarray, heard: np.ndarray, cam: CamRun) -
           f"{np.ptp(offsets) if len(offsets) else 0} samples, level {rms_db(heard_part):.2f} dB vs "
           f"{rms_db(spoken):.2f} dB, gaps the command reported: {gaps}")
     if gaps == 0:
-        assert fraction == 1.0 and len(offsets) and np.ptp(offsets) == 0, (fraction, offsets)
+        steps = np.diff(offsets) if len(offsets) else np.zeros(0)
+        glitches = int(np.count_nonzero(steps))
+        if glitches:
+            print(f"the recorder inserted {glitches} stretch(es): {steps[steps != 0].tolist()} samples")
+        assert len(offsets) and glitches <= recorder_glitches, (fraction, offsets)
+        spoiled = round(len(offsets) / fraction) - len(offsets)
+        assert spoiled <= glitches, (fraction, offsets)  # a glitch spoils only the segment it falls in
+        assert np.all(np.abs(steps) <= 0.05 * RATE), offsets  # and is short
         assert abs(rms_db(heard_part) - rms_db(spoken)) < 1.0
     else:
         assert fraction >= 0.85, (fraction, gaps)

@@ -166,5 +166,5 @@ def test_chromium_lists_the_avatar_microphone_and_hears_the_speech(  # type: ign
     print(cam.output())
 
     spoken = resample(samples, rate)
-    lag = assert_heard_as_spoken(spoken, heard, cam)
+    lag = assert_heard_as_spoken(spoken, heard, cam, recorder_glitches=1)  # Chromium's capture, under load
     assert rms_db(heard[:lag]) < rms_db(spoken) - 30  # quiet before the avatar spoke

@@ -29,6 +29,11 @@ class ListenTrack:
         self._rate = 0
         self.dropped_samples = 0
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the waiting audio takes."""
+        return self._buffer.nbytes
+
     def push(self, samples: np.ndarray, rate: int) -> bool:
         """Add int16 mono at `rate`. Returns True if old audio had to be dropped."""
         dropped = False

@@ -151,24 +151,36 @@ async def test_render_sessions_do_not_starve_live_ones(busy_node, photo):
     assert all(c.of("ended") for c in calls)
 
 
-async def test_listen_audio_in_render_mode_is_bounded(busy_node, photo):
-    pid = busy_node.proc.pid
+async def _flood_with_listen_audio(target: str, photo: bytes) -> Call:
+    """One render session sent 320 MB of listen audio, then half a second of speech."""
     chunk = np.zeros(8 * 1024 * 1024 // 2, np.int16).tobytes()
-    async with channel(busy_node.target) as stub:
+    async with channel(target) as stub:
         call = Call(stub)
         call.send(**start_event(photo, live=False))
         call.open()
         await call.read_until(lambda e: e.WhichOneof("event") == "ready")
-        before = _rss_mb(pid)
         for _ in range(40):
             call.send(listen_audio=pb.ListenAudio(pcm=chunk, sample_rate=16000))
         call.send(speech_audio=pb.SpeechAudio(pcm=tone(0.5).tobytes(), sample_rate=16000, end_of_turn=True))
         call.send(end=pb.EndSession())
         call.close()
         await call.read_all(timeout=60)
-        grown = _rss_mb(pid) - before
-    assert grown < 100, f"{grown:.0f} MB kept for 320 MB of listen audio"
-    assert any(n.code == pb.NOTICE_CODE_LISTEN_AUDIO_DROPPED for n in call.of("notice"))
+    return call
+
+
+async def test_listen_audio_in_render_mode_is_bounded(busy_node, photo):
+    """320 MB of listen audio, twice: the second time must not keep much more memory. The
+    track keeps ten seconds; an unbounded one would keep 640 MB of float samples. The
+    first time prepares the photo and lets the allocator settle (glibc kept 70 to
+    150 MB of the first freed burst; tests/pipeline/test_listen.py checks
+    the bound itself, exactly)."""
+    pid = busy_node.proc.pid
+    first = await _flood_with_listen_audio(busy_node.target, photo)
+    assert any(n.code == pb.NOTICE_CODE_LISTEN_AUDIO_DROPPED for n in first.of("notice"))
+    before = _rss_mb(pid)
+    await _flood_with_listen_audio(busy_node.target, photo)
+    grown = _rss_mb(pid) - before
+    assert grown < 150, f"{grown:.0f} MB kept for 320 MB of listen audio"
 
 
 async def test_an_open_turn_counts_against_the_speech_cap(busy_node, photo):

@@ -175,3 +175,17 @@ def best_lag(video_series: np.ndarray, audio_series: np.ndarray, max_lag: int = 
 def audio_series_for_video(readback: Readback, period: float) -> np.ndarray:
     """For each video frame read back, the level of the audio that arrived during its period."""
     return np.array([readback.audio_level_at(t, t + period) for t, _ in readback.video])
+
+
+def watch_audio_output(session: Any, finished: list[Any], clears: list[float]) -> None:
+    """Record the agent's audio output: each playback_finished event, and when each clear_buffer came."""
+    output = session.output.audio
+    assert output is not None
+    output.on("playback_finished", finished.append)
+    clear = output.clear_buffer
+
+    def spy_clear() -> None:
+        clears.append(time.monotonic())
+        clear()
+
+    output.clear_buffer = spy_clear

@@ -18,7 +18,8 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from avatar_livekit import AvatarLiveKitError, AvatarSession
 
-from .conftest import RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag
+from .conftest import (RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag,
+                       watch_audio_output)
 from .fake_room import FakeHub
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,16 +48,7 @@ async def local_avatar(photo: bytes, **options: Any) -> AsyncIterator[LocalRun]:
         avatar = AvatarSession(image=photo, **options)
         await avatar.start(session, room=room)
         run = LocalRun(room, session, avatar, readback)
-        output = session.output.audio
-        assert output is not None
-        output.on("playback_finished", run.finished.append)
-        clear = output.clear_buffer
-
-        def spy_clear() -> None:
-            run.clears.append(time.monotonic())
-            clear()
-
-        output.clear_buffer = spy_clear  # type: ignore[method-assign]
+        watch_audio_output(session, run.finished, run.clears)
         await session.start(agent=Agent(instructions="You are a test."))
         try:
             yield run

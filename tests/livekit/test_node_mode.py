@@ -24,7 +24,8 @@ from avatar_livekit.node_renderer import NodeRenderer
 from avatar_livekit.worker import AvatarWorker
 from avatar_node.server import BackgroundNode, NodeConfig, start_background_node
 
-from .conftest import RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag
+from .conftest import (RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag,
+                       watch_audio_output)
 from .fake_room import FakeHub, FakeRoom
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,16 +97,7 @@ async def node_avatar(node: BackgroundNode, photo: bytes) -> AsyncIterator[NodeR
         avatar = AvatarSession(mode="node", image=photo, engine="testcard", width=640, height=360, dispatcher=dispatch)
         await avatar.start(session, room=agent_room)
         run = NodeRun(hub, agent_room, session, avatar, readback, workers)
-        output = session.output.audio
-        assert output is not None
-        output.on("playback_finished", run.finished.append)
-        clear = output.clear_buffer
-
-        def spy_clear() -> None:
-            run.clears.append(time.monotonic())
-            clear()
-
-        output.clear_buffer = spy_clear  # type: ignore[method-assign]
+        watch_audio_output(session, run.finished, run.clears)
         await session.start(agent=Agent(instructions="You are a test."))
         try:
             yield run

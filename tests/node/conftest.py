@@ -208,6 +208,7 @@ class WitnessReport:
     seconds: float
     max_gap_s: float
     stats: pb.SessionStats | None
+    own_stall_s: float = 0.0  # the longest the test's own event loop was held up meanwhile
 
 
 @contextlib.asynccontextmanager
@@ -215,8 +216,9 @@ async def live_witness(target: str, photo: bytes, min_seconds: float = 1.5):  # 
     """A live session, speaking the whole time, that must keep 1x while the test misbehaves next to it.
 
     On exit it checks: no frame missing or dropped, about 25 frames a second, the node's own lag
-    figures under the 250 ms bound, and no gap between arrivals above 300 ms (the test process
-    itself is busy misbehaving, so its reading adds its own delays)."""
+    figures under the 250 ms bound, and no gap between arrivals above 400 ms plus however long
+    the test's own event loop was held up (it is busy misbehaving: a stall it causes itself
+    delays its reading, not the node)."""
     loop = asyncio.get_running_loop()
     report = WitnessReport(0, 0.0, 0.0, None)
     async with channel(target) as stub:
@@ -236,24 +238,35 @@ async def live_witness(target: str, photo: bytes, min_seconds: float = 1.5):  # 
                 if event.WhichOneof("event") == "video":
                     arrivals.append(loop.time())
 
+        async def heartbeat() -> None:
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                report.own_stall_s = max(report.own_stall_s, loop.time() - before - 0.01)
+
         watcher = asyncio.create_task(watch())
+        beating = asyncio.create_task(heartbeat())
         started = loop.time()
         yield report
         await asyncio.sleep(max(0.0, min_seconds - (loop.time() - started)))
         call.send(end=pb.EndSession(discard_pending=True))
         call.close()
         await asyncio.wait_for(watcher, 30)
+        beating.cancel()
     report.seconds = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     report.frames = len(arrivals)
     report.max_gap_s = max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0)
     report.stats = call.of("stats")[-1]
     print(f"witness: {report.frames} frames in {report.seconds:.2f} s, max gap {report.max_gap_s * 1000:.0f} ms, "
-          f"max lag {report.stats.max_lag_ms:.0f} ms, skipped {report.stats.frames_skipped}")
+          f"max lag {report.stats.max_lag_ms:.0f} ms, skipped {report.stats.frames_skipped}, "
+          f"the test's own loop held up {report.own_stall_s * 1000:.0f} ms at most")
     videos = call.of("video")
     indices = [v.frame_index for v in videos]
     assert indices == list(range(indices[0], indices[0] + len(indices))), "witness frames went missing"
     assert report.stats.frames_dropped == 0, "witness frames dropped"
     fps = (report.frames - 1) / report.seconds
     assert fps >= 24.0, f"witness ran at {fps:.1f} fps"
-    assert report.max_gap_s < 0.3, f"witness stalled for {report.max_gap_s * 1000:.0f} ms"
+    assert report.max_gap_s < 0.4 + report.own_stall_s, (
+        f"witness stalled for {report.max_gap_s * 1000:.0f} ms (the test's own loop: "
+        f"{report.own_stall_s * 1000:.0f} ms at most)")
     assert report.stats.max_lag_ms < 250, f"witness lag {report.stats.max_lag_ms:.0f} ms"

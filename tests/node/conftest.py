@@ -246,13 +246,16 @@ async def live_witness(target: str, photo: bytes, min_seconds: float = 1.5):  # 
 
         watcher = asyncio.create_task(watch())
         beating = asyncio.create_task(heartbeat())
-        started = loop.time()
-        yield report
-        await asyncio.sleep(max(0.0, min_seconds - (loop.time() - started)))
-        call.send(end=pb.EndSession(discard_pending=True))
-        call.close()
-        await asyncio.wait_for(watcher, 30)
-        beating.cancel()
+        try:
+            started = loop.time()
+            yield report
+            await asyncio.sleep(max(0.0, min_seconds - (loop.time() - started)))
+            call.send(end=pb.EndSession(discard_pending=True))
+            call.close()
+            await asyncio.wait_for(watcher, 30)
+        finally:  # a failing test must not leave either task behind
+            beating.cancel()
+            watcher.cancel()
     report.seconds = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
     report.frames = len(arrivals)
     report.max_gap_s = max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0)
@@ -270,3 +273,11 @@ async def live_witness(target: str, photo: bytes, min_seconds: float = 1.5):  # 
         f"witness stalled for {report.max_gap_s * 1000:.0f} ms (the test's own loop: "
         f"{report.own_stall_s * 1000:.0f} ms at most)")
     assert report.stats.max_lag_ms < 250, f"witness lag {report.stats.max_lag_ms:.0f} ms"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from avatar_proto import avatar_pb2 as pb
 
-from .conftest import Call, NodeProcess, channel, live_witness, start_event, tone
+from .conftest import Call, NodeProcess, channel, live_witness, rss_mb, start_event, tone
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +24,6 @@ def busy_node():
     yield node
     assert node.terminate() == 0
     node.assert_clean_log()
-
-
-def _rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +124,7 @@ async def test_a_flood_of_large_photos_to_prepare(busy_node, photo, large_photo)
     pid = busy_node.proc.pid
     async with live_witness(busy_node.target, photo, min_seconds=2.0):
         await asyncio.gather(*(flood(c) for c in range(4)))
-    assert _rss_mb(pid) < 900  # the avatar cache is capped in bytes (120 MB here)
+    assert rss_mb(pid) < 900  # the avatar cache is capped in bytes (120 MB here)
 
 
 async def test_render_sessions_do_not_starve_live_ones(busy_node, photo):
@@ -177,9 +170,9 @@ async def test_listen_audio_in_render_mode_is_bounded(busy_node, photo):
     pid = busy_node.proc.pid
     first = await _flood_with_listen_audio(busy_node.target, photo)
     assert any(n.code == pb.NOTICE_CODE_LISTEN_AUDIO_DROPPED for n in first.of("notice"))
-    before = _rss_mb(pid)
+    before = rss_mb(pid)
     await _flood_with_listen_audio(busy_node.target, photo)
-    grown = _rss_mb(pid) - before
+    grown = rss_mb(pid) - before
     assert grown < 150, f"{grown:.0f} MB kept for 320 MB of listen audio"
 
 

@@ -12,7 +12,7 @@ from avatar_client.errors import AvatarError
 from avatar_proto import avatar_pb2 as pb
 from avatar_proto import avatar_pb2_grpc as pb_grpc
 
-from .conftest import Call, NodeProcess, channel, start_event
+from .conftest import Call, NodeProcess, channel, rss_mb, start_event
 
 CONVERSE = "/avatar.v1.AvatarNode/Converse"
 
@@ -115,13 +115,6 @@ async def test_wrong_order_and_empty_events(node_process, photo):
         assert got[:2] == (code, reason), (events[-1], got)
 
 
-def _rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 async def test_notices_for_a_client_that_does_not_read_stay_bounded(node_process, photo):
     pid = node_process.proc.pid
     async with channel(node_process.target) as stub:
@@ -129,13 +122,13 @@ async def test_notices_for_a_client_that_does_not_read_stay_bounded(node_process
         call.send(**start_event(photo))
         call.open()
         await call.read_until(lambda e: e.WhichOneof("event") == "video")
-        before = _rss_mb(pid)
+        before = rss_mb(pid)
         for _ in range(1500):  # 150 MB of unknown behaviour names, and nobody reads the replies
             call.send(control=pb.Control(behaviour=pb.Behaviour(name="x" * 100_000)))
         while not call.outgoing.empty():
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
-        grown = _rss_mb(pid) - before
+        grown = rss_mb(pid) - before
         call.send(end=pb.EndSession())
         call.close()
         await call.read_all(timeout=60)

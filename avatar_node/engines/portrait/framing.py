@@ -3,11 +3,13 @@
 - "fit": the whole photo, as large as fits, centred (bars where the aspect ratios differ).
 - "auto": a head-and-shoulders shot. The photo is scaled so the face (forehead to chin)
   is FACE_SHARE of the frame height, the face centred across and a little above the
-  middle so the hair has room. The photo stays over the canvas where it can (no bar is
-  made by centring alone); it may be enlarged at most MAX_UPSCALE times. When that shot
-  cannot be had - the face already fills the photo from top to bottom, the photo is too
-  narrow to cover most of the frame, or the face would stay far too small - it falls
-  back to "fit".
+  middle. The top of the head is never cut when the photo shows it: HEADROOM face heights
+  above the forehead (hair, a cap) stay in the frame, the face moved down (and, if need
+  be, made smaller within FACE_SHARE_RANGE) to keep them. The photo stays over the
+  canvas where it can (no bar is made by centring alone); it may be enlarged at most
+  MAX_UPSCALE times. When that shot cannot be had - the face already fills the photo
+  from top to bottom, the photo is too narrow to cover most of the frame, or the face
+  would stay far too small - it falls back to "fit".
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ FACE_SHARE = 0.47
 FACE_SHARE_RANGE = (0.40, 0.55)
 #: Where the face's centre sits, as a share of the frame height from the top.
 FACE_CENTRE_Y = 0.47
+#: Room kept above the face mesh's top (the upper forehead) for the rest of the head:
+#: hair, a hat or a cap reach about half a face height above it.
+HEADROOM = 0.55
+#: The lowest the face's centre may be moved to make that room (share of frame height).
+LOWEST_FACE_CENTRE_Y = 0.56
+#: Space left between the top of the head and the frame's top (share of frame height).
+TOP_MARGIN = 0.02
 #: Largest enlargement of the photo (a bigger one looks soft).
 MAX_UPSCALE = 2.6
 #: Smallest share of the frame width the photo must cover for a head-and-shoulders shot.
@@ -45,7 +54,17 @@ def frame_placement(
     x0, y0, x1, y1 = face_box
     face_h = max(y1 - y0, 1.0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    scale = min(FACE_SHARE * ch / face_h, MAX_UPSCALE)
+    # The head above the face, as far as the photo shows it, in face heights.
+    above = min(HEADROOM, max(y0, 0.0) / face_h)
+    share = FACE_SHARE
+    centre_y = FACE_CENTRE_Y
+    # Head top = centre - (0.5 + above) * share must stay below the margin: move the face
+    # down first, then make it smaller.
+    needed = TOP_MARGIN + (0.5 + above) * share
+    if needed > centre_y:
+        centre_y = min(needed, LOWEST_FACE_CENTRE_Y)
+        share = max((centre_y - TOP_MARGIN) / (0.5 + above), FACE_SHARE_RANGE[0])
+    scale = min(share * ch / face_h, MAX_UPSCALE)
     if h * scale < ch:  # the photo must fill the frame's height: enlarge within range
         scale = ch / h
     share = face_h * scale / ch
@@ -54,7 +73,7 @@ def frame_placement(
     if w * scale < MIN_WIDTH_COVER * cw or scale <= fit.scale:
         return fit
     ox = _clamp_offset(cw / 2 - cx * scale, w * scale, cw)
-    oy = _clamp_offset(FACE_CENTRE_Y * ch - cy * scale, h * scale, ch)
+    oy = _clamp_offset(centre_y * ch - cy * scale, h * scale, ch)
     return placed(scale, ox, oy, w, h)
 
 

@@ -1,95 +1,55 @@
-"""The inside of the mouth between parted lips: cavity, teeth and tongue.
+"""The inside of the mouth between parted lips: shadow, teeth and tongue.
 
-The warp stretches the lips apart; what lies between them is drawn here, in the
-mouth's own coordinates (along the line from corner to corner, and depth below the
-upper lip or above the lower lip), so it follows the lips whatever their shape:
-- the upper teeth hang from the upper lip (they belong to the skull): a strip whose
-  visible height is set per frame, shortest towards the corners where the arch turns
-  away, shaded under the lip;
-- the lower teeth rise from the lower lip only when the jaw is well open;
-- behind them a dark cavity and, low in it, the tongue.
-Every colour is derived from the photo itself (teeth from the whites of the eyes and
-the skin, cavity and tongue from the lips), so the photo's white balance is kept and a
-greyscale photo stays greyscale. When the photo's mouth is already open, its own pixels
-are reused instead: the part under the upper lip (its teeth) moves with the upper lip,
-and only what the photo never showed is drawn.
+The warp opens the mouth by moving tissue (the lips keep their pixels); what lies between
+the lips' inner edges is drawn here, in the mouth's own coordinates (along the line from
+corner to corner, and depth below the upper lip or above the lower lip), so it follows
+the lips whatever their shape. There is no outline: the lips' own inner edge is the
+boundary, as soft as the photo's edges (`MouthLook.edge_sigma`), and everything drawn is
+blurred and grained like the photo around it.
+- The cavity: the wet inner lip's colour at the lips, a shadow that deepens away from
+  them and into the corners.
+- The upper teeth hang from the upper lip (they belong to the skull) and show only as
+  the mouth opens: separate incisors, laterals and canines with rounded biting edges,
+  shaded under the lip, at their gaps and towards the corners where the arch turns away.
+- The lower teeth rise from the lower lip, shorter and in shadow, only for a wide-open
+  jaw that asks for them; the tongue lies low in a wide-open mouth, softly.
+When the photo's mouth is already open, its own pixels are reused instead: the part under
+the upper lip (its teeth) moves with the upper lip, and only what the photo never showed
+is drawn.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from avatar_node.engines.portrait import topology as topo
+from avatar_node.engines.portrait.mouth_look import MouthLook, measure_mouth_look
 from avatar_node.engines.portrait.rig import FaceRig, MouthFrame
+from avatar_node.media.texture import grain
 
 #: Above this inner-lip gap (face units) the photo's own mouth interior is reused.
 PHOTO_OPEN_GAP = 0.06
 #: Above this gap the photo's interior is filled in where the warp moves the lips, so a
 #: closed mouth does not show squeezed teeth.
 PHOTO_PARTED_GAP = 0.012
-#: Longest visible upper-teeth strip, in face units.
-UPPER_TEETH = 0.085
-LOWER_TEETH = 0.045
-
-
-@dataclass(frozen=True)
-class MouthColours:
-    teeth: np.ndarray  # RGB float32
-    cavity: np.ndarray
-    tongue: np.ndarray
-    lip: np.ndarray
-
-
-def photo_colours(canvas: np.ndarray, rig: FaceRig) -> MouthColours:
-    """Colours for the mouth interior, sampled from the photo on the canvas."""
-    verts = rig.vertices
-    # A third of the way in from the outer contour: on the lip even where the inner
-    # contour of a smiling photo lies on the teeth.
-    lip_points = np.concatenate([
-        (2 * verts[list(topo.LIPS_OUTER_UPPER[2:-2])] + verts[list(topo.LIPS_INNER_UPPER[2:-2])]) / 3,
-        (2 * verts[list(topo.LIPS_OUTER_LOWER[2:-2])] + verts[list(topo.LIPS_INNER_LOWER[2:-2])]) / 3,
-    ])
-    lip = np.median(_sample(canvas, lip_points), axis=0)
-    cheeks = verts[[50, 280, 101, 330, 205, 425]]
-    skin = np.median(_sample(canvas, cheeks), axis=0)
-    # The whites of the eyes: between the lids, away from the iris, the brighter half.
-    whites = []
-    for (upper, lower), iris in zip(
-        ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER), (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)), rig.irises
-    ):
-        up, lo = verts[list(upper[1:-1])], verts[list(lower[1:-1])]
-        for f in (0.35, 0.5, 0.65):
-            pts = up + (lo - up) * f
-            far = np.linalg.norm(pts - iris, axis=1) > rig.iris_radius * 1.15
-            whites.append(pts[far])
-    sclera = _sample(canvas, np.concatenate(whites)) if whites else skin[None]
-    luma = sclera @ np.array([0.299, 0.587, 0.114], np.float32)
-    bright = sclera[luma >= np.median(luma)] if len(sclera) > 3 else sclera
-    white = np.median(bright, axis=0) if len(bright) else skin
-    # Teeth: nearly neutral under the photo's own white balance - the whites' hue, most
-    # of its saturation removed - and brighter than the skin (a shadowed or made-up eye
-    # region must not make them skin-coloured).
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
-    white_luma = float(white @ weights)
-    skin_luma = float(skin @ weights)
-    luma = float(np.clip(max(white_luma * 0.92, skin_luma * 1.35), 0.0, 228.0))
-    teeth = luma + 0.3 * (white - white_luma)
-    return MouthColours(
-        teeth=teeth.astype(np.float32),
-        cavity=(_saturate(lip, 1.6) * 0.42).astype(np.float32),
-        tongue=(_saturate(lip, 1.3) * 0.72).astype(np.float32),
-        lip=lip.astype(np.float32),
-    )
+#: Longest visible upper-teeth strip, in face units (F).
+UPPER_TEETH = 0.07
+LOWER_TEETH = 0.035
+#: Width of a central upper incisor, in face units; the rest of the row in those widths,
+#: as seen from the front (the arch foreshortens them), with their lengths.
+INCISOR = 0.092
+_UPPER_ROW = ((1.0, 1.0), (0.78, 0.88), (0.62, 0.95), (0.5, 0.8), (0.45, 0.75))
+_LOWER_ROW = ((0.62, 1.0), (0.6, 0.95), (0.55, 0.9), (0.5, 0.8))
+#: Gap (face units) over which the upper teeth come into view.
+TEETH_SHOW_GAP = 0.035
 
 
 class MouthInterior:
-    """Draws the inner mouth into rendered frames (one per stream)."""
+    """Draws the inner mouth into rendered frames; read-only once built (shared by streams)."""
 
     def __init__(self, canvas: np.ndarray, rig: FaceRig) -> None:
-        self.colours = photo_colours(canvas, rig)
+        self.look: MouthLook = measure_mouth_look(canvas, rig)
         self._unit = rig.unit
         self._photo: _PhotoInterior | None = None
         #: The picture the warp should move: the photo, with an open mouth's interior
@@ -99,6 +59,10 @@ class MouthInterior:
             self._photo = _PhotoInterior(canvas, rig)
         if rig.neutral_gap() > PHOTO_PARTED_GAP:
             self.warp_source = _close_photo_mouth(canvas, rig)
+        # Grain in the mouth's frame (it moves with the mouth), as large as any opening.
+        side = int(np.ceil(1.2 * rig.unit)) + 16
+        self._grain = grain((side, side), self.look.grain, self.look.blur, seed=11)
+        self._grain.setflags(write=False)
 
     @property
     def reuses_photo(self) -> bool:
@@ -109,7 +73,7 @@ class MouthInterior:
         the upper teeth shows below the upper lip, `lower_teeth` (0..1) of the lower."""
         upper, lower = mouth.inner_upper, mouth.inner_lower
         if mouth.gap < 2.0:
-            self._paint_seam(frame, (upper + lower) / 2, 1.0 - mouth.gap / 2.0)
+            self._paint_seam(frame, (upper + lower) / 2, 1.0 - max(mouth.gap, 0.0) / 2.0)
         if mouth.gap < 0.6:
             return
         left, right = (upper[0] + lower[0]) / 2, (upper[-1] + lower[-1]) / 2
@@ -119,113 +83,165 @@ class MouthInterior:
         along = (right - left) / span
         down = np.array([-along[1], along[0]])
         poly = np.concatenate([upper, lower])
+        look = self.look
         h, w = frame.shape[:2]
-        x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + 2, [w, h])
+        margin = int(np.ceil(3 * look.edge_sigma)) + 1
+        x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - margin, 0)
+        x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + margin + 1, [w, h])
+        x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
-        # A large mouth is drawn on a coarser grid and enlarged: its interior is smooth and
-        # its edges stay as soft, relative to its size, as a small mouth's.
+        # A large mouth is drawn on a coarser grid and enlarged: what is drawn is blurred
+        # to the photo's sharpness anyway.
         stride = 1 if span < 70 else 2 if span < 160 else 3
         ys = (y0 + np.arange(0, y1 - y0, stride, dtype=np.float32) + (stride - 1) / 2)[:, None]
         xs = (x0 + np.arange(0, x1 - x0, stride, dtype=np.float32) + (stride - 1) / 2)[None, :]
-        a = (xs - left[0]) * along[0] + (ys - left[1]) * along[1]
-        b = (xs - left[0]) * down[0] + (ys - left[1]) * down[1]
+        lx, ly = float(left[0]), float(left[1])
+        a = (xs - lx) * float(along[0]) + (ys - ly) * float(along[1])
+        b = (xs - lx) * float(down[0]) + (ys - ly) * float(down[1])
         ua, ub = _monotonic((upper - left) @ along, span), (upper - left) @ down
         la, lb = _monotonic((lower - left) @ along, span), (lower - left) @ down
         top = np.interp(a, ua, ub).astype(np.float32)
         bottom = np.interp(a, la, lb).astype(np.float32)
         gap = np.maximum(bottom - top, 0.0)
-        d_up = b - top  # depth below the upper lip
-        d_low = bottom - b  # height above the lower lip
-        # The opening is the lips' inner outline, filled with anti-aliased edges (the
-        # depth coordinates above only shade it: near a corner of a turned face they are
-        # not exact).
+        d_up = np.maximum(b - top, np.float32(0.0))  # depth below the upper lip
+        d_low = np.maximum(bottom - b, np.float32(0.0))  # height above the lower lip
+        # The opening is the lips' inner outline (the depth coordinates above only shade
+        # it: near a corner of a turned face they are not exact), its edge as soft as a
+        # lip's rounded edge in this photo.
         outline = np.concatenate([upper, lower[::-1]])
         local = ((outline - [x0, y0]) - (stride - 1) / 2) / stride
         mask = np.zeros(a.shape, np.uint8)
         cv2.fillPoly(mask, [np.round(local * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
-        inside = mask.astype(np.float32) / 255.0
-        d_up = np.maximum(d_up, 0.0)
-        d_low = np.maximum(d_low, 0.0)
-        if not inside.any():
+        if not mask.any():
             return
+        alpha = _blur(mask.astype(np.float32) / 255.0, np.sqrt(max(look.edge_sigma**2 - 0.35**2, 0.0)) / stride)
         u = np.clip(a / span, 0.0, 1.0)
-        arch = np.sqrt(np.clip(1.0 - ((2.0 * u - 1.0) / 0.92) ** 2, 0.0, 1.0))
-        colour = self._cavity(u, d_up, gap, arch)
-        unit = self._unit
-        tooth_u = 0.085 * unit / span
+        arch = np.sqrt(np.clip(1.0 - ((2.0 * u - 1.0) / 0.94) ** 2, 0.0, 1.0))
+        across = a - np.float32(span / 2)  # along the mouth from its middle, pixels
+        colour = self._cavity(d_up, d_low, gap, arch, mouth.gap)
         if lower_teeth > 0.02:
-            low = lower_teeth * LOWER_TEETH * unit * arch
-            lower_row = self._teeth(u, d_low, low, arch, 0.6, tooth_u * 0.7)
-            colour = _over(colour, lower_row, np.clip(low - d_low + 0.5, 0, 1))
+            colour = self._lower_teeth(colour, across, d_low, arch, lower_teeth, mouth.gap)
         if self._photo is not None:
             colour = self._photo.overlay(colour, u, d_up)
         else:
-            tooth = teeth * UPPER_TEETH * unit * arch
-            colour = _over(
-                colour, self._teeth(u, d_up, tooth, arch, 1.0, tooth_u), np.clip((tooth - d_up) / 1.5 + 0.5, 0, 1)
-            )
-        # The lips shade the opening's rim.
-        rim = np.exp(-np.maximum(np.minimum(d_up, d_low), 0.0) / max(0.012 * unit, 0.8))
-        colour *= (1.0 - 0.25 * rim)[..., None]
-        alpha: np.ndarray = inside * min(1.0, 0.45 + mouth.gap / 3.0)
+            colour = self._upper_teeth(colour, across, d_up, d_low, gap, arch, teeth, mouth.gap)
+        colour = _blur(colour, np.sqrt(max(look.blur**2 - 0.5**2, 0.0)) / stride)
+        self._add_grain(colour, (x0, y0), stride, (left + right) / 2)
         if stride > 1:
             size = (x1 - x0, y1 - y0)
             colour = cv2.resize(colour, size, interpolation=cv2.INTER_LINEAR)
-            alpha = cv2.resize(alpha.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-        alpha = alpha[..., None]
-        roi = frame[y0:y1, x0:x1].astype(np.float32)
-        frame[y0:y1, x0:x1] = np.clip(roi * (1.0 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
+            alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR)
+        roi = frame[y0:y1, x0:x1]
+        mixed = cv2.blendLinear(colour.astype(np.float32), roi.astype(np.float32), alpha, 1.0 - alpha)
+        roi[:] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+    # -- the parts -------------------------------------------------------------------------
+
+    def _cavity(self, d_up: np.ndarray, d_low: np.ndarray, gap: np.ndarray, arch: np.ndarray, centre_gap: float
+                ) -> np.ndarray:
+        look, unit = self.look, self._unit
+        colour = np.broadcast_to(look.shadow, (*d_up.shape, 3)).astype(np.float32)
+        # The tongue fills the lower part of an opening that is wide enough, its crest
+        # dipping towards the corners, its front (near the lower lip) in the light.
+        wide = float(np.clip((centre_gap - 0.06 * unit) / (0.06 * unit), 0.0, 1.0))
+        if wide > 0.0:
+            crest = gap * (0.38 - 0.2 * (1.0 - arch))
+            below_crest = crest - d_low
+            cover = np.clip(below_crest / (0.012 * unit) + 0.5, 0.0, 1.0) * (0.75 * wide) * arch
+            lit = 0.75 + 0.35 * np.clip(1.0 - d_low / np.maximum(crest, 1.0), 0.0, 1.0)
+            colour = _over(colour, look.tongue * lit[..., None], cover)
+        # The wet inner lips where they part: lit on the lower lip, shaded under the upper
+        # (it overhangs), both giving way to the shadow within a millimetre or two.
+        wet = np.maximum(np.exp(-d_low / (0.022 * unit)), 0.7 * np.exp(-d_up / (0.014 * unit)))
+        colour = _over(colour, np.broadcast_to(look.mucosa, colour.shape), wet)
+        return colour * (0.45 + 0.55 * arch)[..., None]  # darker into the corners
+
+    def _upper_teeth(self, colour: np.ndarray, across: np.ndarray, d_up: np.ndarray, d_low: np.ndarray,
+                     gap: np.ndarray, arch: np.ndarray, amount: float, centre_gap: float) -> np.ndarray:
+        unit = self._unit
+        show = amount * float(np.clip(centre_gap / (TEETH_SHOW_GAP * unit), 0.0, 1.0))
+        if show < 0.03:
+            return colour
+        length, shade = _tooth_row(across, INCISOR * unit, _UPPER_ROW)
+        # At most two thirds of the opening: the dark of the mouth shows below the teeth.
+        length = np.minimum(length * (show * UPPER_TEETH * unit) * (0.6 + 0.4 * arch), 0.66 * gap)
+        # Lit from above: the lip shades the teeth just under it; the biting edge is
+        # a little translucent; the arch turns the side teeth away into the dark.
+        light = (0.55 + 0.45 * arch**1.5) * (1.0 - 0.2 * np.exp(-d_up / (0.008 * unit)))
+        edge = np.clip((d_up - (length - 0.015 * unit)) / (0.015 * unit), 0.0, 1.0)
+        light = light * (1.0 - 0.1 * edge) * shade
+        cover = np.clip((length - d_up) / 0.8 + 0.5, 0.0, 1.0) * np.clip((arch - 0.25) / 0.35, 0.0, 1.0)
+        cover = cover * np.clip(d_low / 0.8, 0.0, 1.0)  # never over the lower lip
+        return _over(colour, self.look.teeth * light[..., None], cover)
+
+    def _lower_teeth(self, colour: np.ndarray, across: np.ndarray, d_low: np.ndarray, arch: np.ndarray,
+                     amount: float, centre_gap: float) -> np.ndarray:
+        unit = self._unit
+        show = amount * float(np.clip((centre_gap - 0.035 * unit) / (0.04 * unit), 0.0, 1.0))
+        longest = show * LOWER_TEETH * unit
+        if longest < 1.5:  # a sliver of teeth would read as a line along the lip
+            return colour
+        length, shade = _tooth_row(across, INCISOR * unit, _LOWER_ROW)
+        length = length * longest * (0.5 + 0.5 * arch)
+        light = 0.8 * (0.6 + 0.4 * arch) * (1.0 - 0.2 * np.exp(-d_low / (0.01 * unit))) * shade
+        cover = np.clip((length - d_low) / 0.8 + 0.5, 0.0, 1.0) * np.clip((arch - 0.3) / 0.3, 0.0, 1.0)
+        cover = cover * (0.85 * min((longest - 1.5) / 2.0, 1.0))
+        return _over(colour, self.look.teeth * light[..., None], cover)
+
+    def _add_grain(self, colour: np.ndarray, origin: tuple[int, int], stride: int, centre: np.ndarray) -> None:
+        """Grain like the photo's, fixed to the mouth (it moves with it), weaker in the
+        dark; `colour` is on a grid of `stride` canvas pixels starting at `origin`."""
+        x0, y0 = origin
+        rows, cols = colour.shape[:2]
+        side = self._grain.shape[0]
+        gx0 = int(np.clip(x0 - round(float(centre[0])) + side // 2, 0, max(side - cols * stride, 0)))
+        gy0 = int(np.clip(y0 - round(float(centre[1])) + side // 3, 0, max(side - rows * stride, 0)))
+        patch = self._grain[gy0 : gy0 + rows * stride : stride, gx0 : gx0 + cols * stride : stride]
+        if patch.shape != colour.shape[:2]:
+            return
+        skin = max(float(self.look.skin.mean()), 1.0)
+        strength = np.clip(colour.mean(axis=2) * (1.0 / skin), 0.3, 1.0)
+        colour += (patch * strength)[..., None]
 
     def _paint_seam(self, frame: np.ndarray, line: np.ndarray, strength: float) -> None:
-        """The dark line where closed lips meet."""
+        """The shadow where closed lips meet, as soft as the lips' edges."""
         h, w = frame.shape[:2]
-        x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - 2, 0)
-        x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + 3, [w, h])
+        pad = int(np.ceil(3 * self.look.edge_sigma)) + 2
+        x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + pad + 1, [w, h])
         if x1 - x0 < 2 or y1 - y0 < 1:
             return
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         pts = np.round((line - [x0, y0]) * 16).astype(np.int32)
-        thickness = 1 if self._unit < 160 else 2
-        cv2.polylines(mask, [pts], False, 255, thickness, cv2.LINE_AA, 4)
+        cv2.polylines(mask, [pts], False, 255, 1 if self._unit < 160 else 2, cv2.LINE_AA, 4)
+        line_alpha = _blur(mask.astype(np.float32) / 255.0, 0.6 * self.look.edge_sigma)
         # Fade the line out towards the corners, where the lips' fold is softer.
         xs = np.linspace(0.0, 1.0, x1 - x0)
         fade = np.clip(1.0 - np.abs(2 * xs - 1) ** 3, 0.2, 1.0)[None, :]
-        alpha = (mask.astype(np.float32) / 255.0 * fade * 0.55 * strength)[..., None]
+        alpha = np.clip(line_alpha * fade * 0.6 * strength, 0.0, 1.0)[..., None]
         roi = frame[y0:y1, x0:x1].astype(np.float32)
-        seam = self.colours.lip * 0.45
+        seam = 0.5 * (self.look.mucosa + self.look.shadow)
         frame[y0:y1, x0:x1] = (roi * (1.0 - alpha) + seam * alpha + 0.5).astype(np.uint8)
 
-    def _cavity(self, u: np.ndarray, d_up: np.ndarray, gap: np.ndarray, arch: np.ndarray) -> np.ndarray:
-        c = self.colours
-        t = np.clip(d_up / np.maximum(gap, 1e-3), 0.0, 1.0)
-        # Darkest at the back of the throat (centre) and in the corners' folds.
-        shade = 0.72 + 0.28 * np.abs(t - 0.45) / 0.55
-        colour = c.cavity[None, None, :] * (shade * (0.6 + 0.4 * arch))[..., None]
-        # The tongue lies low in an open mouth, its top dipping towards the sides.
-        open_enough = np.clip((gap - 0.05 * self._unit) / (0.05 * self._unit), 0.0, 1.0)
-        tongue_top = 0.55 + 0.3 * (1.0 - arch)
-        tongue = np.clip((t - tongue_top) * gap / 1.5, 0.0, 1.0) * open_enough * arch
-        lit = 0.75 + 0.25 * np.clip(1.0 - (t - tongue_top) / 0.3, 0.0, 1.0)
-        tongue_colour = c.tongue[None, None, :] * lit[..., None]
-        return _over(colour, tongue_colour, tongue)
 
-    def _teeth(
-        self, u: np.ndarray, depth: np.ndarray, length: np.ndarray, arch: np.ndarray, light: float, tooth_u: float
-    ) -> np.ndarray:
-        c = self.colours
-        unit = self._unit
-        # Side teeth turn away from the light; the lip shades the teeth just under it;
-        # the biting edge is a little translucent.
-        shade = light * (0.7 + 0.3 * arch) * (1.0 - 0.22 * np.exp(-depth / max(0.01 * unit, 0.7)))
-        edge = np.clip((length - depth) / max(0.012 * unit, 0.8), 0.0, 1.0)
-        shade = shade * (0.82 + 0.18 * edge)
-        # Faint gaps between the front teeth (`tooth_u`: an incisor's width in units of u).
-        phase = (u - 0.5) / max(tooth_u, 1e-3)
-        gaps = np.exp(-(((phase - np.round(phase)) * 6.0) ** 2)) * (np.abs(phase) < 3.5)
-        shade = shade * (1.0 - 0.16 * gaps)
-        return c.teeth[None, None, :] * shade[..., None]
+def _tooth_row(across: np.ndarray, width: float, row: tuple[tuple[float, float], ...]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, along the mouth from its middle: the relative length of the tooth there
+    (biting edges rounded at each tooth's corners) and the shade of the gaps between teeth."""
+    x = np.abs(across) / width
+    length = np.zeros_like(x)
+    shade = np.ones_like(x)
+    start = 0.0
+    for size, tooth_length in row:
+        end = start + size
+        inside = (x >= start) & (x < end)
+        t = (x - (start + end) / 2) / (size / 2)  # -1..1 across this tooth
+        length = np.where(inside, tooth_length * (1.0 - 0.45 * t**6), length)
+        shade = shade * (1.0 - 0.3 * np.exp(-(((x - end) / (0.045 * size)) ** 2)))
+        start = end
+    shade = shade * (1.0 - 0.3 * np.exp(-((x / 0.04) ** 2)))  # between the central incisors
+    return length.astype(np.float32), shade.astype(np.float32)
 
 
 class _PhotoInterior:
@@ -262,9 +278,8 @@ class _PhotoInterior:
         col = (u * (self.cols - 1)).astype(np.float32)
         split = np.interp(col, np.arange(self.cols), self.gap).astype(np.float32) * self.UPPER_SHARE
         soft = 2.0  # pixels over which the photo's part fades into the drawn interior
-        alpha = np.clip((split - d_up) / soft + 0.5, 0.0, 1.0) * (d_up >= -0.5)
-        upper = cv2.remap(self.texture, col, np.maximum(d_up, 0).astype(np.float32), cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+        alpha = np.clip((split - d_up) / soft + 0.5, 0.0, 1.0)
+        upper = cv2.remap(self.texture, col, d_up.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return _over(colour, upper, alpha)
 
 
@@ -287,16 +302,15 @@ def _close_photo_mouth(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:
     return out
 
 
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma < 0.15:
+        return image
+    return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+
+
 def _over(base: np.ndarray, top: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha[..., None].astype(np.float32)
     return base * (1.0 - a) + top * a
-
-
-def _saturate(rgb: np.ndarray, factor: float) -> np.ndarray:
-    """A colour with its distance from grey scaled (a grey stays grey): the inside of a
-    mouth is a deeper red than the lips' surface."""
-    grey = float(rgb @ np.array([0.299, 0.587, 0.114], np.float32))
-    return np.clip(grey + factor * (rgb - grey), 0.0, 255.0)
 
 
 def _monotonic(a: np.ndarray, span: float) -> np.ndarray:
@@ -308,10 +322,3 @@ def _monotonic(a: np.ndarray, span: float) -> np.ndarray:
 def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     order = np.argsort(xp)
     return np.interp(x, xp[order], fp[order]).astype(np.float32)
-
-
-def _sample(canvas: np.ndarray, points: np.ndarray) -> np.ndarray:
-    h, w = canvas.shape[:2]
-    xs = np.clip(np.round(points[:, 0]).astype(int), 0, w - 1)
-    ys = np.clip(np.round(points[:, 1]).astype(int), 0, h - 1)
-    return canvas[ys, xs].astype(np.float32)

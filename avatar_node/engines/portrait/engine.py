@@ -79,7 +79,8 @@ class Scene:
             scene = data.scenes.get(key)
         if scene is None:
             canvas, rig = canvas_rig(data, options)
-            scene = cls(canvas, rig, EyeLids(rig), MouthInterior(canvas, rig))
+            interior = MouthInterior(canvas, rig)
+            scene = cls(canvas, rig, EyeLids(rig, canvas, interior.look.blur), interior)
             with data.scenes_lock:
                 while len(data.scenes) >= MAX_SCENES_PER_AVATAR:
                     data.scenes.pop(next(iter(data.scenes)))
@@ -236,6 +237,7 @@ class PortraitStream(EngineStream):
         self._prev_level = 0.0
         self._emphasis = Spring(1, 12.0)
         self._last_offsets = np.zeros_like(self.rig.vertices)
+        self._last_blink = 0.0
 
     # -- the contract --------------------------------------------------------------------
 
@@ -252,6 +254,8 @@ class PortraitStream(EngineStream):
         self.rig.warp(self._canvas, frame, head, local, self._lids.slider(blink))
         offsets = self.rig.vertex_offsets(head, local)
         self._last_offsets = offsets
+        self._last_blink = blink
+        self._lids.draw_lashes(frame, blink, offsets)
         self._interior.paint(frame, self.rig.mouth_frame(offsets), teeth, lower_teeth)
         return [frame]
 
@@ -265,6 +269,11 @@ class PortraitStream(EngineStream):
             "inner_lower": verts[list(topo.LIPS_INNER_LOWER)],
             "outer_lower": verts[list(topo.LIPS_OUTER_LOWER)],
         }
+
+    def lid_edges(self) -> list[np.ndarray]:
+        """Where the upper lids' edges were in the last frame (canvas pixels, one curve per
+        eye, outer corner to inner corner): for measurements, like `lip_contours`."""
+        return self._lids.lid_edges(self._last_blink, self._last_offsets)
 
     def reset_speech(self) -> None:
         self._analyser.reset()

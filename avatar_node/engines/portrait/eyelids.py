@@ -1,19 +1,27 @@
 """Blinks as a lid movement: the upper lid slides down over a still eyeball.
 
-Nothing is painted. In each eye's neighbourhood the warp's source positions are moved
-along the face's vertical axis, column by column:
+In each eye's neighbourhood the warp's source positions are moved along the face's
+vertical axis, column by column:
 - the eyeball between the lids stays where it is, so the iris is covered from the top
   as the lid comes down and is wholly hidden when the lids meet;
-- the upper lid's skin (from above the crease down to its lash line) is stretched down
-  to the lid's new edge, the lashes travelling with it;
+- the upper lid's skin, from above the crease down to a little above its lash line, is
+  stretched down to the lid's new edge. Its sources stop short of the lash line by a
+  share of the eye's opening, so they never reach the iris, even where the landmark lid
+  edge lies on it (behind glasses, or a lid that covers part of the iris): a closed eye
+  shows no dark dot where the pupil was;
 - the lower lid rises a little, its skin compressed upwards.
 At the eye corners the lids meet already, so the movement fades to nothing there.
+The lid's edge is then drawn (`draw_lashes`): a soft line in the colour of this photo's
+own lash line, as soft as its edges, along the moving edge of the lid. Where the lids
+meet, it covers the seam between the two lids' sources, so a closed lid's edge is one
+smooth line, not a step from pixel row to pixel row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 from avatar_node.engines.portrait import topology as topo
@@ -25,13 +33,23 @@ _EYES = (
 )
 #: How far the lower lid rises when closed, as a share of the opening.
 LOWER_LID_RISE = 0.15
+#: The lid skin's sources stop this share of the opening (plus a pixel) above the
+#: landmark lid edge: the lash line and anything under it stay behind.
+LID_SKIN_STOP = 0.3
+#: Thickness of the drawn lash line, in face units, and its strongest opacity.
+LASH_THICKNESS = 0.011
+LASH_OPACITY = 0.75
 
 
 class EyeLids:
-    def __init__(self, rig: FaceRig) -> None:
+    def __init__(self, rig: FaceRig, canvas: np.ndarray, softness: float) -> None:
+        """`canvas`: the photo on the canvas (for the lash colour); `softness`: the photo's
+        edge blur (Gaussian sigma, canvas pixels)."""
         self._rig = rig
         self._ex, self._ey = rig.axes
         self._pad = int(np.ceil(0.15 * rig.unit)) + 2
+        self._softness = max(softness, 0.5)
+        self.lash_colour = _lash_colour(canvas, rig)
 
     def slider(self, closure: float) -> Callable[[np.ndarray], None] | None:
         """A function that edits source positions (the rig's `slide` hook) to close the
@@ -71,30 +89,104 @@ class EyeLids:
                 rel = q - centre.astype(np.float32)
                 a = rel @ ex.astype(np.float32)
                 b = rel @ ey.astype(np.float32)
-                order_u, order_l = np.argsort(ua), np.argsort(la)
-                top_lid = np.interp(a, ua[order_u], ub[order_u])
-                bottom_lid = np.interp(a, la[order_l], lb[order_l])
+                top_lid, bottom_lid = _lid_curves(a, ua, ub, la, lb)
                 gap = np.maximum(bottom_lid - top_lid, 0.0)
                 new_bottom = bottom_lid - LOWER_LID_RISE * closure * gap
                 new_top = top_lid + closure * (new_bottom - top_lid)
-                # The sources of the lids' edges sit a little outside the landmark contours,
-                # so no white of the eye or iris is dragged along with a lid.
-                edge = top_lid - closure * (0.15 * gap + 0.7 * np.minimum(gap, 1.0))
-                lower_edge = bottom_lid + closure * (0.15 * gap + 0.5 * np.minimum(gap, 1.0))
                 crease = top_lid - gap - 0.06 * unit
                 floor = bottom_lid + 0.7 * gap + 0.03 * unit
-                # The lash line keeps its thickness and travels with the lid's edge; the
-                # skin between the crease and the lashes is what stretches.
-                lash = closure * (0.2 * gap + 0.5 * np.minimum(gap, 1.0))
+                # The lid's skin, crease down to just above the lash line, stretched down
+                # to the lid's new edge.
+                skin_edge = top_lid - closure * (LID_SKIN_STOP * gap + np.minimum(gap, 1.0))
                 source = b.copy()
-                over_lid = (b >= crease) & (b < new_top - lash)
-                k = (edge - lash - crease) / np.maximum(new_top - lash - crease, 1e-3)
+                over_lid = (b >= crease) & (b < new_top)
+                k = (skin_edge - crease) / np.maximum(new_top - crease, 1e-3)
                 source = np.where(over_lid, crease + (b - crease) * k, source)
-                on_lashes = (b >= new_top - lash) & (b < new_top)
-                source = np.where(on_lashes, edge + (b - new_top), source)
+                # The lower lid's skin, compressed upwards; its edge sampled a little below
+                # the landmark, so no white of the eye comes up with it.
+                lower_edge = bottom_lid + closure * (0.15 * gap + 0.5 * np.minimum(gap, 1.0))
                 under_lid = (b > new_bottom) & (b <= floor)
                 k2 = (floor - lower_edge) / np.maximum(floor - new_bottom, 1e-3)
                 source = np.where(under_lid, floor + (b - floor) * k2, source)
                 q += ((source - b)[..., None] * ey.astype(np.float32)).astype(np.float32)
 
         return slide
+
+    def lid_edges(self, closure: float, offsets: np.ndarray) -> list[np.ndarray]:
+        """Where each upper lid's edge is (canvas pixels, outer corner to inner corner,
+        24 points) at this closure; `offsets`: the rig's vertex offsets for the frame (the
+        eyes move with the head)."""
+        closure = min(max(closure, 0.0), 1.0)
+        verts = self._rig.vertices + offsets
+        ex, ey = self._ex, self._ey
+        edges = []
+        for upper, lower in _EYES:
+            up, lo = verts[list(upper)], verts[list(lower)]
+            centre = (up[0] + up[-1]) / 2
+            ua, ub = (up - centre) @ ex, (up - centre) @ ey
+            la, lb = (lo - centre) @ ex, (lo - centre) @ ey
+            a = np.linspace(float(ua.min()), float(ua.max()), 24)
+            top_lid, bottom_lid = _lid_curves(a, ua, ub, la, lb)
+            gap = np.maximum(bottom_lid - top_lid, 0.0)
+            new_bottom = bottom_lid - LOWER_LID_RISE * closure * gap
+            edge = top_lid + closure * (new_bottom - top_lid)
+            edges.append(centre + a[:, None] * ex + edge[:, None] * ey)
+        return edges
+
+    def draw_lashes(self, frame: np.ndarray, closure: float, offsets: np.ndarray) -> None:
+        """Draw the closing lid's edge into a rendered frame (in place)."""
+        if closure <= 0.05:
+            return
+        h, w = frame.shape[:2]
+        ex = self._ex
+        thickness = max(LASH_THICKNESS * self._rig.unit, 0.8)
+        sigma = float(np.hypot(self._softness, 0.5 * thickness))
+        pad = int(np.ceil(3 * sigma + thickness)) + 2
+        strength = LASH_OPACITY * min(closure / 0.3, 1.0)
+        for curve in self.lid_edges(closure, offsets):
+            x0, y0 = np.maximum(np.floor(curve.min(0)).astype(int) - pad, 0)
+            x1, y1 = np.minimum(np.ceil(curve.max(0)).astype(int) + pad + 1, [w, h])
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+            pts = np.round((curve - [x0, y0]) * 16).astype(np.int32)
+            cv2.polylines(mask, [pts], False, 1.0, max(1, int(round(thickness))), cv2.LINE_AA, 4)
+            mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+            mask = mask * np.float32(1.0 / max(float(mask.max()), 1e-6))
+            # Thinner towards the corners, where the lids already meet.
+            ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            length = max(float((curve[-1] - curve[0]) @ ex), 1.0)
+            along = ((xs - curve[0][0]) * ex[0] + (ys - curve[0][1]) * ex[1]) / length
+            fade = np.clip(np.minimum(along, 1.0 - along) / 0.2, 0.0, 1.0)
+            alpha = (mask * fade * strength)[..., None]
+            region = frame[y0:y1, x0:x1].astype(np.float32)
+            frame[y0:y1, x0:x1] = np.clip(region * (1.0 - alpha) + self.lash_colour * alpha + 0.5, 0, 255).astype(
+                np.uint8
+            )
+
+
+def _lid_curves(a: np.ndarray, ua: np.ndarray, ub: np.ndarray, la: np.ndarray, lb: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The upper and lower lid edges (across the face) at positions `a` along the eye."""
+    order_u, order_l = np.argsort(ua), np.argsort(la)
+    return np.interp(a, ua[order_u], ub[order_u]), np.interp(a, la[order_l], lb[order_l])
+
+
+def _lash_colour(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:
+    """The photo's lash line: the darker pixels along both upper lids, away from the irises."""
+    h, w = canvas.shape[:2]
+    samples = []
+    for (upper, _), iris in zip(_EYES, rig.irises):
+        lid = rig.vertices[list(upper)]
+        t = np.linspace(0, len(lid) - 1, 40)
+        line = np.stack([np.interp(t, np.arange(len(lid)), lid[:, 0]), np.interp(t, np.arange(len(lid)), lid[:, 1])], 1)
+        line = line[np.linalg.norm(line - iris, axis=1) > 1.2 * rig.iris_radius]
+        for lift in (0.0, 1.0, 2.0):
+            pts = np.round(line - lift * rig.axes[1]).astype(int)
+            samples.append(canvas[np.clip(pts[:, 1], 0, h - 1), np.clip(pts[:, 0], 0, w - 1)])
+    colours = np.concatenate(samples).astype(np.float32)
+    if not len(colours):
+        return np.zeros(3, np.float32)
+    luma = colours @ np.array([0.299, 0.587, 0.114], np.float32)
+    darkest = colours[luma <= np.percentile(luma, 30)]
+    return np.median(darkest, axis=0).astype(np.float32)

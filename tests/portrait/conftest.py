@@ -1,5 +1,6 @@
-"""Shared fixtures for the portrait engine tests: the engine, the sample photo, speech,
-and a real H.264 round trip for frames."""
+"""Shared fixtures for the portrait engine tests: the engine, the sample photo (closed
+mouth, glasses, a detailed background), a photo with an open smile, speech, and a real
+H.264 round trip for frames."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from avatar_node.engines.portrait.drive import resample_to_speech_rate
 from avatar_node.speech.tts import SpeechClip, SpeechSynthesizer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "avatar_node" / "assets" / "sample_portrait.jpg"
+#: A 360x320 photo whose mouth is open in a smile, upper teeth showing (data/README.md).
+SMILE = Path(__file__).resolve().parent / "data" / "open_smile.jpg"
 OPTIONS = StreamOptions(width=848, height=480, fps=25.0, seed=7)
 
 
@@ -41,11 +44,27 @@ def identity(engine: PortraitEngine, sample_bytes: bytes) -> Identity:
 
 
 @pytest.fixture(scope="session")
+def smile_rgb() -> np.ndarray:
+    return np.asarray(Image.open(SMILE).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def smile_identity(engine: PortraitEngine) -> Identity:
+    return engine.prepare(SMILE.read_bytes())
+
+
+@pytest.fixture(scope="session")
 def sentence() -> tuple[SpeechClip, np.ndarray]:
     """A real synthesised sentence and its samples at 16 kHz."""
     with SpeechSynthesizer() as tts:
         clip = tts.synthesize("Hello, my name is Pat. I am happy to meet you, and we can talk about the moon.")
     return clip, resample_to_speech_rate(clip.samples, clip.sample_rate)
+
+
+@pytest.fixture(scope="session")
+def vowels(tts_clip_factory):
+    """A sentence with open, rounded and spread vowels and closed consonants."""
+    return tts_clip_factory("Father saw a large car. Who knew you too, Sue? We see three bees. Mom, pop, bob.")
 
 
 @pytest.fixture(scope="session")

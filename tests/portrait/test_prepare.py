@@ -21,7 +21,7 @@ def test_sample_photo_has_one_face_where_the_face_is(identity, sample_rgb) -> No
     assert identity.faces_found == 1
     assert (identity.image_width, identity.image_height) == (sample_rgb.shape[1], sample_rgb.shape[0])
     box = identity.face
-    # The astronaut's face: roughly centred, about a third of the picture wide.
+    # Her face: roughly centred, about a third of the picture wide.
     assert 0.2 < box.width / identity.image_width < 0.45
     cx, cy = box.x + box.width / 2, box.y + box.height / 2
     assert 0.35 < cx / identity.image_width < 0.65
@@ -64,9 +64,9 @@ def test_oversized_photo_is_refused_from_its_header(engine) -> None:
         engine.prepare(_png_header_only(20_000, 20_000))
 
 
-def test_tiny_face_on_a_big_plain_canvas_works(engine, sample_rgb) -> None:
-    # The sample's face is ~95 px wide; scaled so it is ~120 px on a 2560x1440 backdrop.
-    small = cv2.resize(sample_rgb, None, fx=1.25, fy=1.25, interpolation=cv2.INTER_AREA)
+def test_tiny_face_on_a_big_plain_canvas_works(engine, smile_rgb) -> None:
+    # The smiling photo's face is ~95 px wide; scaled so it is ~120 px on a 2560x1440 backdrop.
+    small = cv2.resize(smile_rgb, None, fx=1.25, fy=1.25, interpolation=cv2.INTER_AREA)
     big = np.full((1440, 2560, 3), (205, 210, 215), np.uint8)
     big[900 : 900 + small.shape[0], 1900 : 1900 + small.shape[1]] = small
     ident = engine.prepare(to_jpeg(big))
@@ -77,8 +77,8 @@ def test_tiny_face_on_a_big_plain_canvas_works(engine, sample_rgb) -> None:
     assert frame.shape == (480, 848, 3)
 
 
-def test_huge_face_filling_the_frame_works(engine, sample_rgb) -> None:
-    face = sample_rgb[45:175, 100:212]  # forehead to chin, cheek to cheek
+def test_huge_face_filling_the_frame_works(engine, smile_rgb) -> None:
+    face = smile_rgb[45:175, 100:212]  # forehead to chin, cheek to cheek
     huge = cv2.resize(face, (896, 1040), interpolation=cv2.INTER_CUBIC)
     ident = engine.prepare(to_jpeg(huge))
     assert ident.faces_found == 1
@@ -87,10 +87,10 @@ def test_huge_face_filling_the_frame_works(engine, sample_rgb) -> None:
     assert frames[0].shape == (480, 848, 3)
 
 
-def test_several_faces_the_largest_is_chosen_and_all_are_counted(engine, sample_rgb) -> None:
+def test_several_faces_the_largest_is_chosen_and_all_are_counted(engine, smile_rgb) -> None:
     group = np.full((700, 1200, 3), (200, 200, 205), np.uint8)
-    big = cv2.resize(sample_rgb, None, fx=1.5, fy=1.5)
-    small = cv2.resize(sample_rgb, None, fx=0.8, fy=0.8)
+    big = cv2.resize(smile_rgb, None, fx=1.5, fy=1.5)
+    small = cv2.resize(smile_rgb, None, fx=0.8, fy=0.8)
     group[100 : 100 + big.shape[0], 620 : 620 + big.shape[1]] = big
     group[250 : 250 + small.shape[0], 60 : 60 + small.shape[1]] = small
     ident = engine.prepare(to_jpeg(group))

@@ -93,7 +93,7 @@ class EyeLids:
                 gap = np.maximum(bottom_lid - top_lid, 0.0)
                 new_bottom = bottom_lid - LOWER_LID_RISE * closure * gap
                 new_top = top_lid + closure * (new_bottom - top_lid)
-                crease = top_lid - gap - 0.06 * unit
+                crease = top_lid - 0.75 * gap - 0.04 * unit  # below a low brow
                 floor = bottom_lid + 0.7 * gap + 0.03 * unit
                 # The lid's skin, crease down to just above the lash line, stretched down
                 # to the lid's new edge.

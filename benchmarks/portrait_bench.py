@@ -3,13 +3,13 @@
     python benchmarks/portrait_bench.py [PHOTO ...] [--frames 250] [--framing auto]
 
 For each photo (by default three made from the bundled sample: the sample itself, a
-1024x1024 head-and-shoulders photo, and a tight face crop whose face fills the frame)
-it prints prepare and open time, then per 848x480 frame at the default framing:
+head-and-shoulders photo twice its size, and a tight face crop whose face fills the
+frame) it prints prepare and open time, then per 848x480 frame at the default framing:
 render time, the node's H.264 encode (avatar_node.media.encoder.H264Encoder), and both
-together, as wall-clock p50/p95 and as CPU time (all threads of the process, so work a
-library spreads over several cores is counted in full). No thread settings are changed:
-the numbers are those of the node's own code path. The last column says how many live
-25 fps sessions one core carries at that CPU cost.
+together, as wall-clock p50/p95 and as CPU time (all threads of the process). Numeric
+libraries run on one thread, as the node runs them (`limit_numeric_threads`): the
+figures are one core's. The last column says how many live 25 fps sessions one core
+carries at that CPU cost.
 
 The machine may be shared: the load average is printed; compare CPU times, and re-run
 before trusting a wall-clock outlier.
@@ -31,6 +31,7 @@ from avatar_node.engines.base import StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
 from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
 from avatar_node.media.encoder import H264Encoder
+from avatar_node.pipeline.threads import limit_numeric_threads
 from avatar_node.speech.tts import SpeechSynthesizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "avatar_node" / "assets" / "sample_portrait.jpg"
@@ -38,16 +39,17 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it rests for a whi
 
 
 def made_photos() -> list[tuple[str, bytes]]:
-    """The sample, a 1024x1024 head-and-shoulders enlargement, and a face-filling crop."""
+    """The sample, a head-and-shoulders photo twice its size, and a face-filling crop."""
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    scale = 1024 / rgb.shape[0]
-    big = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    x = (big.shape[1] - 1024) // 2
-    square = np.ascontiguousarray(big[:, x : x + 1024])
-    face = cv2.resize(rgb[45:175, 100:212], (896, 1040), interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(rgb, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    # Forehead to chin and cheek to cheek, from the face mesh, enlarged to 896x1040.
+    points = PortraitEngine().prepare(SAMPLE.read_bytes()).data.points
+    (x0, y0), (x1, y1) = points[:, :2].min(0).astype(int), points[:, :2].max(0).astype(int)
+    face = cv2.resize(rgb[y0:y1, x0:x1], (896, 1040), interpolation=cv2.INTER_CUBIC)
+    h, w = rgb.shape[:2]
     return [
-        ("sample 360x320", SAMPLE.read_bytes()),
-        ("head-and-shoulders 1024x1024", _jpeg(square)),
+        (f"sample {w}x{h}", SAMPLE.read_bytes()),
+        (f"head-and-shoulders {2 * w}x{2 * h}", _jpeg(big)),
         ("face crop 896x1040 (face fills the frame)", _jpeg(face)),
     ]
 
@@ -110,6 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; framing {args.framing}")
 
+    limit_numeric_threads()
     engine = PortraitEngine()
     with SpeechSynthesizer() as tts:
         clip = tts.synthesize(TEXT)

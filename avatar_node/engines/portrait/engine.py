@@ -316,9 +316,9 @@ class PortraitStream(EngineStream):
         if viseme is not None and speaking:
             # Text-driven: the shape comes from the phonemes; the sound scales the opening
             # (quiet syllables open less), but never below half the viseme's opening.
-            scale = 0.4 + 0.6 * min(level / 0.6, 1.0) if level > 0 else 0.4
+            opening = level * (0.5 + 0.9 * viseme.open)
             shaped = MouthShape(
-                viseme.open * scale, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite, viseme.lower_teeth
+                opening, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite, viseme.lower_teeth
             )
             return shaped, level
         return audio, level

@@ -7,8 +7,8 @@ stays greyscale, and every colour lies between the lips', the skin's and neutral
   a deep shadow further in, the tongue in between;
 - the teeth are the whites of the eyes when those are bright and neutral (the usual
   case); behind glasses, in shadow or under make-up they are not, and the teeth are a
-  natural off-white instead: the skin's own tint, a third as strong, at a brightness
-  between the skin's and the photo's brightest face pixels.
+  natural off-white instead: the skin's own tint, less than half as strong, at a
+  brightness between the skin's and the photo's brightest face pixels.
 Sharpness and grain are measured on the face as it sits on the canvas, so what is drawn
 is blurred and grained to match (`avatar_node.media.texture`).
 """
@@ -31,6 +31,9 @@ LIP_EDGE_SOFTNESS = 0.011
 #: with at most this much colour (chroma / luma).
 SCLERA_MIN_BRIGHTNESS = 1.15
 SCLERA_MAX_TINT = 0.12
+#: Otherwise the teeth take this share of the skin's tint (its colour relative to grey):
+#: the photo's colour cast, on an off-white.
+TEETH_TINT = 0.45
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def _teeth_colour(canvas: np.ndarray, rig: FaceRig, skin: np.ndarray, brightest:
             return (0.95 * white).astype(np.float32)
     level = float(np.clip(max(1.3 * skin_luma, 0.88 * brightest), 0.0, 225.0))
     level = max(level, min(1.1 * skin_luma, 250.0))
-    return np.clip(level + (skin - skin_luma) * (level / max(skin_luma, 1.0)) / 3.0, 0, 255).astype(np.float32)
+    return np.clip(level + (skin - skin_luma) * (level / max(skin_luma, 1.0)) * TEETH_TINT, 0, 255).astype(np.float32)
 
 
 def _sclera(canvas: np.ndarray, rig: FaceRig) -> np.ndarray:

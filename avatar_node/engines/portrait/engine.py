@@ -314,9 +314,10 @@ class PortraitStream(EngineStream):
         speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
         viseme = blend_at(self._phonemes.values(), t) if self._phonemes else None
         if viseme is not None and speaking:
-            # Text-driven: the shape comes from the phonemes; the sound scales the opening
-            # (quiet syllables open less), but never below half the viseme's opening.
-            opening = level * (0.5 + 0.9 * viseme.open)
+            # Text-driven: the shape (closures, width, teeth) comes from the phonemes; the
+            # opening follows the sound, as in audio-driven speech, a little wider for open
+            # vowels (quiet syllables open less, whatever their vowel).
+            opening = level * (0.8 + 0.4 * viseme.open)
             shaped = MouthShape(
                 opening, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite, viseme.lower_teeth
             )

@@ -111,7 +111,7 @@ class MouthInterior:
         # lip's rounded edge in this photo.
         # The soft edge is centred a little inside the contours (the lips' rounded edges
         # are lip), so the lips keep their full thickness.
-        inset = np.minimum(0.8 * look.edge_sigma, 0.3 * np.maximum((lower - upper) @ down, 0.0))[:, None] * down
+        inset = np.minimum(0.6 * look.edge_sigma, 0.3 * np.maximum((lower - upper) @ down, 0.0))[:, None] * down
         outline = np.concatenate([upper + inset, (lower - inset)[::-1]])
         local = ((outline - [x0, y0]) - (stride - 1) / 2) / stride
         mask = np.zeros(a.shape, np.uint8)
@@ -156,7 +156,7 @@ class MouthInterior:
             colour = _over(colour, look.tongue * lit[..., None], cover)
         # The wet inner lips where they part: lit on the lower lip, shaded under the upper
         # (it overhangs), both giving way to the shadow within a millimetre or two.
-        wet = np.maximum(np.exp(-d_low / (0.022 * unit)), 0.7 * np.exp(-d_up / (0.014 * unit)))
+        wet = np.maximum(np.exp(-d_low / (0.012 * unit)), 0.7 * np.exp(-d_up / (0.008 * unit)))
         colour = _over(colour, np.broadcast_to(look.mucosa, colour.shape), wet)
         return colour * (0.45 + 0.55 * arch)[..., None]  # darker into the corners
 

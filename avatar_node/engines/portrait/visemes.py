@@ -79,10 +79,10 @@ class TimedPhoneme:
 
 #: How far ahead of a frame's time its phonemes are read (seconds): what the mouth's
 #: springs lag plus half a frame (a frame is seen while its audio plays). Lips close for
-#: m/b/p and meet the teeth for f/v with less lead: the closure is the silent part of
-#: the phoneme itself.
+#: m/b/p and meet the teeth for f/v with less lead, and let go sooner: the closure is the
+#: silent part of the phoneme itself, not the vowels around it.
 LEAD_S = 0.12
-_LEAD_BY_VISEME = {"closed": 0.05, "bite": 0.07}
+_LEAD_BY_VISEME = {"closed": 0.06, "bite": 0.07}
 
 
 def blend_at(phonemes: Iterable[TimedPhoneme], t: float, spread_s: float = 0.05) -> MouthShape | None:
@@ -99,7 +99,7 @@ def blend_at(phonemes: Iterable[TimedPhoneme], t: float, spread_s: float = 0.05)
         # and bites dominate inside their span but let go quickly outside it.
         at = t + _LEAD_BY_VISEME.get(name, LEAD_S)
         dist = max(ph.start - at, at - ph.end, 0.0)
-        spread = spread_s * (0.6 if name in ("closed", "bite") else 1.0)
+        spread = spread_s * (0.45 if name in ("closed", "bite") else 1.0)
         weight = dominance * math.exp(-((dist / spread) ** 2))
         if weight < 1e-4:
             continue

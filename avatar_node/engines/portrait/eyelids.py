@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
 from avatar_node.engines.portrait import topology as topo
 from avatar_node.engines.portrait.rig import FaceRig
+from avatar_node.engines.portrait.strokes import soft_stroke
 
 _EYES = (
     (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
@@ -137,22 +137,15 @@ class EyeLids:
         """Draw the closing lid's edge into a rendered frame (in place)."""
         if closure <= 0.05:
             return
-        h, w = frame.shape[:2]
         ex = self._ex
         thickness = max(LASH_THICKNESS * self._rig.unit, 0.8)
         sigma = float(np.hypot(self._softness, 0.5 * thickness))
-        pad = int(np.ceil(3 * sigma + thickness)) + 2
         strength = LASH_OPACITY * min(closure / 0.3, 1.0)
         for curve in self.lid_edges(closure, offsets):
-            x0, y0 = np.maximum(np.floor(curve.min(0)).astype(int) - pad, 0)
-            x1, y1 = np.minimum(np.ceil(curve.max(0)).astype(int) + pad + 1, [w, h])
-            if x1 - x0 < 3 or y1 - y0 < 3:
+            stroke = soft_stroke(curve, frame.shape, thickness, sigma)
+            if stroke is None:
                 continue
-            mask = np.zeros((y1 - y0, x1 - x0), np.float32)
-            pts = np.round((curve - [x0, y0]) * 16).astype(np.int32)
-            cv2.polylines(mask, [pts], False, 1.0, max(1, int(round(thickness))), cv2.LINE_AA, 4)
-            mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-            mask = mask * np.float32(1.0 / max(float(mask.max()), 1e-6))
+            (x0, y0, x1, y1), mask = stroke
             # Thinner towards the corners, where the lids already meet.
             ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
             length = max(float((curve[-1] - curve[0]) @ ex), 1.0)

@@ -26,6 +26,7 @@ import numpy as np
 from avatar_node.engines.portrait import topology as topo
 from avatar_node.engines.portrait.mouth_look import MouthLook, measure_mouth_look
 from avatar_node.engines.portrait.rig import FaceRig, MouthFrame
+from avatar_node.engines.portrait.strokes import soft_stroke
 from avatar_node.media.texture import grain
 
 #: Above this inner-lip gap (face units) the photo's own mouth interior is reused.
@@ -209,20 +210,14 @@ class MouthInterior:
 
     def _paint_seam(self, frame: np.ndarray, line: np.ndarray, strength: float) -> None:
         """The shadow where closed lips meet, as soft as the lips' edges."""
-        h, w = frame.shape[:2]
-        pad = int(np.ceil(3 * self.look.edge_sigma)) + 2
-        x0, y0 = np.maximum(np.floor(line.min(0)).astype(int) - pad, 0)
-        x1, y1 = np.minimum(np.ceil(line.max(0)).astype(int) + pad + 1, [w, h])
-        if x1 - x0 < 2 or y1 - y0 < 1:
+        stroke = soft_stroke(line, frame.shape, 1 if self._unit < 160 else 2, 0.6 * self.look.edge_sigma)
+        if stroke is None:
             return
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        pts = np.round((line - [x0, y0]) * 16).astype(np.int32)
-        cv2.polylines(mask, [pts], False, 255, 1 if self._unit < 160 else 2, cv2.LINE_AA, 4)
-        line_alpha = _blur(mask.astype(np.float32) / 255.0, 0.6 * self.look.edge_sigma)
+        (x0, y0, x1, y1), line_alpha = stroke
         # Fade the line out towards the corners, where the lips' fold is softer.
         xs = np.linspace(0.0, 1.0, x1 - x0)
         fade = np.clip(1.0 - np.abs(2 * xs - 1) ** 3, 0.2, 1.0)[None, :]
-        alpha = np.clip(line_alpha * fade * 0.6 * strength, 0.0, 1.0)[..., None]
+        alpha = np.clip(line_alpha * fade * 0.45 * strength, 0.0, 1.0)[..., None]
         roi = frame[y0:y1, x0:x1].astype(np.float32)
         seam = 0.5 * (self.look.mucosa + self.look.shadow)
         frame[y0:y1, x0:x1] = (roi * (1.0 - alpha) + seam * alpha + 0.5).astype(np.uint8)

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a photo already prepared on the --target node (`avatar prepare`)")
     render.add_argument("-o", "--output", type=Path, default=Path("avatar.mp4"), help="MP4 to write")
     render.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
-    render.add_argument("--fps", type=float, default=25.0)
+    render.add_argument("--fps", type=float, default=0.0, metavar="N",
+                        help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)")
     render.add_argument("--voice", default="", help="text-to-speech voice (see `avatar info`)")
     render.add_argument("--engine", default="", help="engine name (default: the node's default)")
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

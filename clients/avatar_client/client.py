@@ -108,7 +108,7 @@ class AsyncAvatarClient:
         engine: str = "",
         width: int = 848,
         height: int = 480,
-        fps: float = 25.0,
+        fps: float = 0.0,
         mode: SessionModeName = "live",
         voice: str = "",
         prompt: str = "",
@@ -120,6 +120,8 @@ class AsyncAvatarClient:
         """Open a session from a photo (`image`) or a prepared `avatar_id`, and wait for `ready`.
 
         `mode="render"` runs as fast as the engine can (for files); `"live"` is paced at 1x.
+        `fps=0` takes the engine's own rate (`session.ready.fps` says which); an engine with
+        one fixed rate refuses any other.
         Raises AvatarError with the node's message if the node refuses (bad photo, node full...).
         """
         if (image is None) == (not avatar_id):

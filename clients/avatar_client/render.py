@@ -74,7 +74,7 @@ async def render_to_mp4(
     engine: str = "",
     width: int = 848,
     height: int = 480,
-    fps: float = 25.0,
+    fps: float = 0.0,
     voice: str = "",
     progress: RenderProgress | None = None,
 ) -> RenderResult:

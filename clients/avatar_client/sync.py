@@ -179,7 +179,7 @@ class AvatarClient:
         engine: str = "",
         width: int = 848,
         height: int = 480,
-        fps: float = 25.0,
+        fps: float = 0.0,
         mode: SessionModeName = "live",
         voice: str = "",
         prompt: str = "",

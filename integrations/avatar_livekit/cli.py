@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--engine", default="", help="engine to render with (default: portrait in process)")
     bot.add_argument("--width", type=int, default=848)
     bot.add_argument("--height", type=int, default=480)
-    bot.add_argument("--fps", type=float, default=25.0)
+    bot.add_argument("--fps", type=float, default=0.0,
+                     help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)")
     bot.add_argument("--publish-audio", action="store_true",
                      help="publish the voice too, in sync with the face (mute the original)")
     return parser

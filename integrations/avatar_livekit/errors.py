@@ -14,5 +14,8 @@ def check_video_format(width: int, height: int, fps: float) -> None:
             f"video size {width}x{height} is not supported: use a width that is a multiple of 4 and an even "
             "height (848x480, not 854x480)"
         )
-    if not 1 <= fps <= 60:
-        raise AvatarLiveKitError(f"video fps {fps:g} is not supported; use 1 to 60 (25 is the engines' native rate)")
+    if fps != 0 and not 1 <= fps <= 60:
+        raise AvatarLiveKitError(
+            f"video fps {fps:g} is not supported; use 1 to 60, or 0 for the engine's own rate "
+            "(25 for portrait, 16 for livetalk)"
+        )

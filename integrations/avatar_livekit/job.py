@@ -25,7 +25,7 @@ class AvatarJobRequest:
     engine: str = ""
     width: int = 848
     height: int = 480
-    fps: float = 25.0
+    fps: float = 0.0  # 0: the engine's own rate
     sample_rate: int = 48000
     prompt: str = ""
     token: str = field(default="", repr=False)  # minted by the agent; the worker mints one if empty

@@ -50,7 +50,7 @@ class PipelineRenderer:
         engine: str = "",
         width: int = 848,
         height: int = 480,
-        fps: float = 25.0,
+        fps: float = 0.0,
         sample_rate: int = 48000,
         framing: str = "auto",
         prompt: str = "",

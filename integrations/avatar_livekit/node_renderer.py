@@ -69,7 +69,7 @@ class NodeRenderer:
         engine: str = "",
         width: int = 848,
         height: int = 480,
-        fps: float = 25.0,
+        fps: float = 0.0,
         sample_rate: int = 48000,
         prompt: str = "",
         owns_client: bool = False,
@@ -110,6 +110,8 @@ class NodeRenderer:
             session = await self.client.start_session(image=self._image, **kwargs)  # type: ignore[arg-type]
         else:
             session = await self.client.start_session(avatar_id=self._avatar_id, **kwargs)  # type: ignore[arg-type]
+        if fmt.fps == 0:  # asked for the engine's own rate: publish at it, and keep it on reconnects
+            self.format = VideoFormat(fmt.width, fmt.height, session.ready.fps, fmt.sample_rate)
         self._session = session
         self.sessions_opened += 1
         self._session_ready.set()

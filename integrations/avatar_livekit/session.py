@@ -67,7 +67,7 @@ class AvatarSession(AgentsAvatarSession):
         engine: str = "",
         width: int = 848,
         height: int = 480,
-        fps: float = 25.0,
+        fps: float = 0.0,
         sample_rate: int = 48000,
         framing: str = "auto",
         prompt: str = "",
@@ -87,7 +87,8 @@ class AvatarSession(AgentsAvatarSession):
             mode: "local" renders in this process; "node" hands rendering to `avatar-livekit worker`.
             engine: the engine to render with ("" = portrait, the CPU engine, in local mode; the
                 node's default in node mode).
-            width, height, fps: the published video (width a multiple of 4).
+            width, height, fps: the published video (width a multiple of 4); fps 0 publishes at
+                the engine's own rate (25 for portrait, 16 for livetalk).
             runtime: local mode: an `AvatarRuntime` to share between sessions (one is made if absent).
             worker_name: node mode: the agent name the worker registered with.
             avatar_identity, avatar_name: node mode: the avatar participant.

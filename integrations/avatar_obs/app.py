@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -14,12 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from avatar_client import Notice, TurnEvent, TurnKind, read_audio_file
+from avatar_client import AvatarError, Notice, TurnEvent, TurnKind, read_audio_file
 
 from .control import ControlError, ControlServer
 from .drivers import AudioCapture, AudioInput, MicrophoneDriver, VoiceGate, open_capture
 from .errors import NodeUnavailable, SetupError
-from .feed import FeedFormat, SessionRequest, SourceOpener, node_opener
+from .feed import FeedFormat, SessionRequest, SourceOpener, node_opener, resolve_fps
 from .health import FeedWatchdog
 from .idle import IdleFrames, still_from_photo
 from .obs_link import ObsLink
@@ -27,12 +28,14 @@ from .obs_source import SourceSpec
 from .obs_ws import ObsAddress, ObsError
 from .pictures import SentPictures
 from .publisher import Destination, StreamPublisher
-from .timeline import LiveTimeline
+from .timeline import FATAL_CODES, LiveTimeline
 
 log = logging.getLogger(__name__)
 
 Repair = Literal["both", "watchdog", "reconnect", "off"]
 CLOCK_RATE = 48_000
+#: The stream's rate when the node cannot be asked for its engine's (it is down at start).
+FALLBACK_FPS = 25.0
 
 
 @dataclass
@@ -54,7 +57,7 @@ class AppConfig:
     control_port: int | None = None
     duration_s: float | None = None
     #: Where frames come from instead of a node over gRPC (e.g. an in-process pipeline); it
-    #: must produce `request`'s size and frame rate. With it, `target` is not used.
+    #: must produce `request`'s size and frame rate (give one). With it, `target` is not used.
     open_source: SourceOpener | None = None
 
 
@@ -111,6 +114,8 @@ class AvatarObs:
                         self.control.port,
                     )
                 if config.open_source is not None:
+                    if config.request.fps <= 0:
+                        raise SetupError("a stream from open_source needs request.fps: the rate its frames come at")
                     await self._stream(config.open_source, "the avatar source")
                 else:
                     target = config.target
@@ -118,10 +123,28 @@ class AvatarObs:
                         node = await asyncio.to_thread(start_local_node, config.request.engine)
                         target = node.target
                     describe = f"the node at {target}" if config.target else "the local node"
+                    await self._resolve_fps(target)
                     opener = node_opener(target, config.token, config.request, self._on_turn, self._on_notice)
                     await self._stream(opener, describe)
             finally:
                 await self._shutdown(node)
+
+    async def _resolve_fps(self, target: str) -> None:
+        """Fix the stream's frame rate before it starts: as asked, or the engine's own."""
+        config = self.config
+        if config.request.fps > 0:
+            return
+        try:
+            config.request = await resolve_fps(target, config.token, config.request)
+        except AvatarError as error:
+            if error.code in FATAL_CODES:
+                raise
+            config.request = dataclasses.replace(config.request, fps=FALLBACK_FPS)
+            log.warning(
+                "cannot ask %s for its frame rate (%s); streaming at %g fps (pass --fps to choose)",
+                target, error, FALLBACK_FPS,
+            )
+        self.format = dataclasses.replace(self.format, fps=config.request.fps)
 
     async def _setup_obs(self) -> None:
         config = self.config

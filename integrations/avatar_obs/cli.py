@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--engine", default="", help="engine name (default: the node's default)")
     node.add_argument("--voice", default="", help="text-to-speech voice for --say and chat")
     node.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
-    node.add_argument("--fps", type=float, default=25.0, help="default 25")
+    node.add_argument(
+        "--fps", type=float, default=0.0,
+        help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)",
+    )
 
     out = parser.add_argument_group("where the stream goes")
     where = out.add_mutually_exclusive_group()
@@ -178,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
     width, height = args.size
-    if args.fps <= 0 or args.fps > 60:
-        raise SetupError("--fps must be between 0 and 60")
+    if args.fps < 0 or args.fps > 60:
+        raise SetupError("--fps must be at most 60 (or 0 for the engine's own rate)")
     image = load_image(args.image) if args.image else (None if args.avatar_id else sample_image())
     request = SessionRequest(
         image=image,

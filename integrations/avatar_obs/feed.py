@@ -9,14 +9,17 @@ pipeline can fulfil it the same way without gRPC.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
 import numpy as np
 from avatar_client import (
     AsyncAvatarClient,
     AudioPacket,
+    AvatarError,
     AvatarSession,
     Notice,
     TurnEvent,
@@ -88,7 +91,7 @@ class SessionRequest:
     voice: str = ""
     width: int = 848
     height: int = 480
-    fps: float = 25.0
+    fps: float = 0.0  # 0: the engine's own rate (`resolve_fps` asks the node which)
     # One keyframe a second: OBS (or a viewer) joining at any moment shows a picture within 1 s.
     keyframe_seconds: float = 1.0
 
@@ -192,6 +195,24 @@ class NodeSource:
             await self._session.aclose()
         finally:
             await self._client.aclose()
+
+
+async def resolve_fps(target: str, token: str | None, request: SessionRequest) -> SessionRequest:
+    """`request` with its fps set: as asked, or the engine's own rate from the node's info.
+
+    The stream passes the node's H.264 through, so it runs at the rate the node renders;
+    it must be known before the first frame, because the output timeline never changes rate.
+    """
+    if request.fps > 0:
+        return request
+    async with AsyncAvatarClient(target, token) as client:
+        info = await client.node_info()
+    name = request.engine or info.default_engine
+    for engine in info.engines:
+        if engine.name == name:
+            return dataclasses.replace(request, fps=engine.native_fps)
+    known = ", ".join(e.name for e in info.engines) or "none"
+    raise AvatarError(grpc.StatusCode.NOT_FOUND, f"the node has no engine {name!r} (it has: {known})")
 
 
 def node_opener(

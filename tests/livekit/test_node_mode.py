@@ -80,7 +80,7 @@ class NodeRun:
 
 
 @asynccontextmanager
-async def node_avatar(node: BackgroundNode, photo: bytes) -> AsyncIterator[NodeRun]:
+async def node_avatar(node: BackgroundNode, photo: bytes, engine: str = "testcard") -> AsyncIterator[NodeRun]:
     hub = FakeHub()
     agent_room = hub.room("agent-1", kind=AGENT)
     await agent_room.connect()
@@ -94,7 +94,7 @@ async def node_avatar(node: BackgroundNode, photo: bytes) -> AsyncIterator[NodeR
 
     with fake_job_context(room=agent_room):
         session = AgentSession()
-        avatar = AvatarSession(mode="node", image=photo, engine="testcard", width=640, height=360, dispatcher=dispatch)
+        avatar = AvatarSession(mode="node", image=photo, engine=engine, width=640, height=360, dispatcher=dispatch)
         await avatar.start(session, room=agent_room)
         run = NodeRun(hub, agent_room, session, avatar, readback, workers)
         watch_audio_output(session, run.finished, run.clears)

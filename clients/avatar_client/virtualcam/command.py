@@ -16,7 +16,11 @@ def add_cam_arguments(cam: argparse.ArgumentParser, parse_size: Callable[[str], 
 
     camera = cam.add_argument_group("camera")
     camera.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
-    camera.add_argument("--fps", type=float, default=25.0, help="frames a second to the camera (default 25)")
+    camera.add_argument(
+        "--fps", type=float, default=25.0,
+        help="frames a second to the camera (default 25); the avatar renders at its engine's own rate "
+             "(16 for livetalk) and each frame is shown until the next is due",
+    )
     camera.add_argument("--device", help="camera device: /dev/videoN on Linux (default: the first free one)")
     camera.add_argument(
         "--backend", help="pyvirtualcam backend: v4l2loopback (Linux), obs, unitycapture (Windows)"
@@ -83,7 +87,7 @@ def run_cam(args: argparse.Namespace) -> int:
     if args.image and args.avatar_id:
         raise CliError("pass --image or --avatar-id, not both")
     if args.fps <= 0 or args.fps > 120:
-        raise CliError("--fps must be between 0 and 120")
+        raise CliError("--fps must be above 0 and at most 120")
     image = None
     if not args.sync_test and not args.avatar_id:
         image = load_image(args.image) if args.image else sample_image()

@@ -47,7 +47,7 @@ class CamOptions:
     voice: str = ""
     width: int = 848
     height: int = 480
-    fps: float = 25.0
+    fps: float = 25.0  # the camera's rate; the avatar renders at its engine's and is re-timed to it
     camera: bool = True
     device: str | None = None  # camera device (/dev/videoN, "OBS Virtual Camera")
     backend: str | None = None  # pyvirtualcam backend name
@@ -368,7 +368,7 @@ class VirtualCam:
             raise CamError("no photo: pass --image PHOTO or --avatar-id ID")
         return NodeSource(
             target, token, image=image, avatar_id=o.avatar_id, engine=o.engine, voice=o.voice,
-            width=o.width, height=o.height, fps=o.fps, stall_s=o.stall_s,
+            width=o.width, height=o.height, stall_s=o.stall_s,
         )
 
     async def _consume(self, source: FrameSource, connected: asyncio.Event) -> None:

@@ -123,7 +123,7 @@ class NodeSource:
         voice: str = "",
         width: int = 848,
         height: int = 480,
-        fps: float = 25.0,
+        fps: float = 0.0,
         stall_s: float = 3.0,
         connect_timeout_s: float = 15.0,
     ) -> None:

@@ -1,0 +1,58 @@
+"""Both LiveKit modes against a 16 fps engine, with no fps given: the avatar is published at the
+engine's rate, the voice continuously and whole."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from avatar_node.pipeline import AvatarRuntime
+from tests.conftest import LIVETALK_FPS
+
+from .conftest import RATE, Readback, Speech
+from .test_local_mode import local_avatar
+from .test_node_mode import node_avatar, node_sessions, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def check_published(readback: Readback, since: float, speech: Speech) -> None:
+    fps = readback.video_fps(since=since)
+    print(f"published {fps:.2f} fps")
+    assert abs(fps - LIVETALK_FPS) <= 1.0, fps  # as the portrait tests: +-1 fps of arrival jitter
+    steady = [(t, a) for t, a in readback.audio if t > since - 0.3]
+    samples = sum(len(a) for _, a in steady)
+    assert abs(samples / RATE - (steady[-1][0] - steady[0][0])) < 0.15
+    voiced = np.flatnonzero(np.abs(readback.audio_samples()) > 30)
+    assert abs((voiced[-1] - voiced[0]) / RATE - speech.seconds) < 0.1
+
+
+async def test_local_mode_publishes_at_the_engines_rate(photo: bytes, short_speech: Speech, livetalk_weights) -> None:
+    runtime = AvatarRuntime(["livetalk"], weights_dir=str(livetalk_weights), max_sessions=1, text_to_speech=False)
+    await runtime.start()
+    try:
+        async with local_avatar(photo, engine="livetalk", runtime=runtime, width=320, height=240) as run:
+            await asyncio.sleep(1.0)
+            said_at = time.monotonic()
+            await run.session.say("Hello there", audio=short_speech.frames())
+            await asyncio.sleep(1.0)
+            assert [f.interrupted for f in run.finished] == [False]
+            assert abs(run.finished[0].playback_position - short_speech.seconds) < 1 / LIVETALK_FPS + 1e-3
+            check_published(run.readback, said_at, short_speech)
+    finally:
+        await runtime.aclose()
+
+
+async def test_node_mode_publishes_at_the_engines_rate(livetalk_node, photo: bytes, short_speech: Speech) -> None:
+    async with node_avatar(livetalk_node, photo, engine="livetalk") as run:
+        await asyncio.sleep(1.0)
+        said_at = time.monotonic()
+        await run.session.say("Hello there", audio=short_speech.frames())
+        await asyncio.sleep(1.0)
+        assert [f.interrupted for f in run.finished] == [False]
+        assert abs(run.finished[0].playback_position - short_speech.seconds) < 1 / LIVETALK_FPS + 1e-3
+        check_published(run.readback, said_at, short_speech)
+    await wait_until(lambda: node_sessions(livetalk_node) == 0, timeout=5, what="the node session to close")

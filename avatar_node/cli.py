@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
         auth_token=token,
         grace_s=args.grace,
         weights_dir=args.weights,
+        vae=args.vae,
         identity_cache_bytes=args.avatar_cache_mb * 1024 * 1024,
         live_load_target=args.live_load_target,
         hardware_encoder=args.nvenc,
@@ -156,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"engine(s) to serve, comma-separated; the first is the default "
                        f"(available: {', '.join(registry.available())})")
     serve.add_argument("--weights", default=None, help="weights directory, for engines that load weights")
+    serve.add_argument("--vae", choices=("full", "tiny", "auto"), default=None,
+                       help="livetalk's video decoder: full (default; the Wan2.1 VAE, the release's quality), "
+                       "tiny (much faster, softer; needs taew2_1.pth from github.com/madebyollin/taehv in "
+                       "the weights directory) or auto (tiny when that file is there)")
     serve.add_argument("--max-sessions", type=int, default=4, help="sessions at once; more get RESOURCE_EXHAUSTED")
     serve.add_argument("--auth-token", default="", help="require `authorization: Bearer TOKEN` "
                        f"(or set {TOKEN_ENV}; {OLD_TOKEN_ENV} is read too)")

@@ -65,6 +65,8 @@ class NodeConfig:
     identity_cache_items: int = 64
     identity_cache_bytes: int = 1 << 30
     weights_dir: str | None = None
+    #: The livetalk engine's video decoder: "full", "tiny" or "auto" (None: the engine's default, full).
+    vae: str | None = None
     text_to_speech: bool = True
     #: Share of the cores live sessions may plan to use (admission control); see pipeline/admission.py.
     live_load_target: float = 0.85
@@ -117,6 +119,7 @@ class AvatarNodeServer:
             identity_cache_items=config.identity_cache_items,
             identity_cache_bytes=config.identity_cache_bytes,
             weights_dir=config.weights_dir,
+            vae=config.vae,
             text_to_speech=config.text_to_speech,
             live_load_target=config.live_load_target,
             hardware_encoder=config.hardware_encoder,

@@ -6,7 +6,7 @@ A package adds an engine with one entry point in its pyproject.toml, no change h
     myengine = "my_package.engine:MyEngine"
 
 The factory is called with the keyword options it declares among those the node
-has (today `weights_dir`). Engines are imported only when asked for (the GPU engine
+has (today `weights_dir` and `vae`). Engines are imported only when asked for (the GPU engine
 needs torch).
 """
 

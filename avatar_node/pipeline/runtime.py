@@ -61,6 +61,7 @@ class AvatarRuntime:
         identity_cache_items: int = DEFAULT_MAX_ITEMS,
         identity_cache_bytes: int = DEFAULT_MAX_BYTES,
         weights_dir: str | None = None,
+        vae: str | None = None,
         live_load_target: float = LOAD_TARGET,
         hardware_encoder: bool = False,
     ) -> None:
@@ -71,7 +72,7 @@ class AvatarRuntime:
         self.pools = WorkPools(cores)
         self._engines: dict[str, Engine] = {}
         for item in engines:
-            engine = registry.create(item, weights_dir=weights_dir) if isinstance(item, str) else item
+            engine = registry.create(item, weights_dir=weights_dir, vae=vae) if isinstance(item, str) else item
             if engine.info.name in self._engines:
                 raise ValueError(f"engine {engine.info.name!r} given twice")
             self._engines[engine.info.name] = engine

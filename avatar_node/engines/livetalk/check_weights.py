@@ -20,6 +20,8 @@ expected layout of DIR:
                                          or pytorch_model.bin; the name wav2vec2/ also works)
   prompts/NAME.safetensors               pre-encoded prompts: "prompt_embeds" [tokens <= 512, 4096]
                                          (avatar-node encode-prompts DIR "prompt" ... writes them)
+  taew2_1.pth                            optional: the tiny decoder for `serve --vae tiny`
+                                         (github.com/madebyollin/taehv); checked when present
 
 Nothing is loaded onto a device: safetensors headers are read and torch checkpoints are
 memory-mapped on the meta device. Exit status 0 when everything is present and shaped
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="avatar-node check-weights",
         description="Report what the livetalk engine's weights directory holds: present, missing, "
-        "unexpected or wrongly shaped tensors of the DiT, VAE, wav2vec2 and prompt embeddings.",
+        "unexpected or wrongly shaped tensors of the DiT, VAE, wav2vec2, prompt embeddings and the "
+        "optional tiny VAE decoder.",
         epilog=LAYOUT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -57,11 +57,14 @@ from .model import PromptConditioning
 from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptNotEncoded, PromptStore
 from .sampler import BlockSampler, SessionState
 from .text_encoder import PromptEncoder
-from .vae import DecodeStream, load_vae
+from .vae import WanVAE, load_vae
+from .vae_tiny import StreamDecoder, TinyVAE, load_tiny_vae
 from .weights import (
     DIT_FILE,
     PROMPTS_DIR,
     TEXT_ENCODER_FILE,
+    TINY_VAE_FILE,
+    TINY_VAE_SOURCE,
     TOKENIZER_DIR,
     VAE_FILE,
     check_weights_dir,
@@ -86,6 +89,9 @@ IDENTITY_CACHE = 32
 PROMPT_CACHE = 8
 #: A live session needs one block per 0.75 s; capacity keeps this share of that as margin.
 REALTIME_MARGIN = 0.8
+#: Which decoder turns latents into frames: the full Wan2.1 VAE (the release's quality), the
+#: tiny one (much faster, softer; needs TINY_VAE_FILE) or "auto" (tiny when its file is there).
+VAE_CHOICES = ("full", "tiny", "auto")
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,13 +129,24 @@ class LiveTalkEngine(Engine):
         compile: bool = False,
         measure_capacity: bool | None = None,
         overlap_decode: bool = True,
+        vae: str = "full",
     ) -> None:
         root = Path(weights_dir)
         if not root.is_dir():
             raise ValueError(
                 f"weights directory {root} does not exist; see `avatar-node check-weights --help` for its layout"
             )
-        bad = [r.name for r in check_weights_dir(root) if not r.ok]
+        if vae not in VAE_CHOICES:
+            raise ValueError(f"vae must be one of {', '.join(VAE_CHOICES)}, not {vae!r}")
+        tiny_path = root / TINY_VAE_FILE
+        if vae == "tiny" and not tiny_path.is_file():
+            raise ValueError(
+                f"vae 'tiny' needs the tiny decoder {tiny_path}: download {TINY_VAE_SOURCE} into {root} "
+                f"(or serve with the full VAE: --vae full)"
+            )
+        use_tiny = vae == "tiny" or (vae == "auto" and tiny_path.is_file())
+        # The full VAE never reads the tiny decoder's file, so a bad one only matters when used.
+        bad = [r.name for r in check_weights_dir(root) if not r.ok and (use_tiny or r.path != tiny_path)]
         if bad:
             raise ValueError(
                 f"weights directory {root} has problems in: {', '.join(bad)}; run `avatar-node "
@@ -143,6 +160,13 @@ class LiveTalkEngine(Engine):
         started = time.perf_counter()
         self.dit = load_dit(root / DIT_FILE, self.cfg.dit, dtype=self.dtype, device=self.device)
         self.vae = load_vae(root / VAE_FILE, self.cfg.vae, dtype=self.dtype, device=self.device)
+        # The reference image is always encoded by the full VAE; only decoding may go tiny.
+        self.decode_vae: WanVAE | TinyVAE = (
+            load_tiny_vae(tiny_path, dtype=self.dtype, device=self.device, latent_channels=self.cfg.vae.z_dim)
+            if use_tiny
+            else self.vae
+        )
+        self.vae_kind = "tiny" if use_tiny else "full"
         self.audio = Wav2VecEncoder(find_wav2vec_dir(root), device=self.device, dtype=self.dtype)
         if self.audio.feature_dim != self.cfg.dit.audio_feature_dim:
             raise ValueError(
@@ -184,9 +208,10 @@ class LiveTalkEngine(Engine):
         )
         self.default_prompt_kv()  # fail at start, not in the first session, if it cannot be had
         log.info(
-            "livetalk engine ready on %s (%s) in %.1f s",
+            "livetalk engine ready on %s (%s, %s VAE decoder) in %.1f s",
             self.device,
             str(self.dtype).removeprefix("torch."),
+            self.vae_kind,
             time.perf_counter() - started,
         )
         if measure_capacity if measure_capacity is not None else self.device.type == "cuda":
@@ -384,7 +409,7 @@ class LiveTalkEngine(Engine):
 
     def _time_batch(self, batch: int, prompt: PromptConditioning, latent_hw: tuple[int, int]) -> float:
         sessions = [self.sampler.open_session(torch.zeros(16, *latent_hw), prompt, seed=i) for i in range(batch)]
-        decoders = [self.vae.decode_stream() for _ in sessions]
+        decoders = [self.decode_vae.decode_stream() for _ in sessions]
         cfg = self.cfg.dit
         audio = torch.zeros(
             batch,
@@ -435,7 +460,7 @@ class LiveTalkStream(EngineStream):
         self.options = options
         self.session = session
         self.base_prompt = base_prompt
-        self.decoder: DecodeStream = engine.vae.decode_stream()
+        self.decoder: StreamDecoder = engine.decode_vae.decode_stream()
         self.features = StreamingAudioFeatures(
             engine.audio,
             context_frames=engine.context_frames,

@@ -3,8 +3,9 @@
 Same layout and file formats as the real download (see weights.py), with a config.json
 beside the DiT giving the tiny shapes: a 6-layer DiT of width 48, the Wan2.1 VAE topology
 at base width 8, a 2-layer wav2vec2 of width 16 saved as a Hugging Face folder, a 2-layer
-umT5 encoder with a small word-level tokenizer, and the built-in prompts pre-encoded with
-it. Everything runs on a CPU in seconds; the video is 32x32 by default. The output is
+umT5 encoder with a small word-level tokenizer, the built-in prompts pre-encoded with it,
+and the optional tiny VAE decoder at widths 16/8 (a few kB, so always written: `vae="tiny"`
+runs too). Everything runs on a CPU in seconds; the video is 32x32 by default. The output is
 noise-like (random weights): it exercises every code path, not the picture.
 """
 
@@ -24,6 +25,7 @@ from .weights import (
     DIT_FILE,
     PROMPTS_DIR,
     TEXT_ENCODER_FILE,
+    TINY_VAE_FILE,
     TOKENIZER_DIR,
     VAE_FILE,
     WAV2VEC_DIRS,
@@ -98,6 +100,7 @@ def make_tiny_weights(directory: Path | str, *, video_size: int = 32, seed: int 
     from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptStore
     from .text_encoder import PromptEncoder, UMT5Encoder
     from .vae import WanVAE
+    from .vae_tiny import TinyVAE, TinyVAEConfig
 
     root = Path(directory)
     for path in (DIT_FILE, VAE_FILE, TOKENIZER_DIR / "x"):
@@ -113,6 +116,7 @@ def make_tiny_weights(directory: Path | str, *, video_size: int = 32, seed: int 
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(root / DIT_FILE))
     torch.save(WanVAE(cfg.vae).state_dict(), root / VAE_FILE)
     torch.save(UMT5Encoder(cfg.text_encoder).state_dict(), root / TEXT_ENCODER_FILE)
+    torch.save(TinyVAE(TinyVAEConfig.tiny()).state_dict(), root / TINY_VAE_FILE)
     _write_wav2vec(
         root / WAV2VEC_DIRS[0],
         Wav2Vec2Config(
@@ -136,8 +140,9 @@ def make_tiny_weights(directory: Path | str, *, video_size: int = 32, seed: int 
 
 def make_full_size_random_weights(directory: Path | str, *, seed: int = 0, device: str = "cpu") -> Path:
     """The released shapes with random weights (for benchmarks): 1.3B DiT in bf16, the VAE,
-    wav2vec2-base, and random "prompt embeddings" of umT5's width. No text encoder, no
-    config.json. Needs about 3.5 GB of disk and, on a CPU, about 8 GB of memory."""
+    the tiny VAE decoder (taew2_1.pth's widths), wav2vec2-base, and random "prompt embeddings"
+    of umT5's width. No text encoder, no config.json. Needs about 3.5 GB of disk and, on a
+    CPU, about 8 GB of memory."""
     from safetensors.torch import save_file
     from transformers import Wav2Vec2Config
 
@@ -145,6 +150,7 @@ def make_full_size_random_weights(directory: Path | str, *, seed: int = 0, devic
     from .model import LiveTalkDiT
     from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptStore
     from .vae import WanVAE
+    from .vae_tiny import TinyVAE
 
     root = Path(directory)
     for path in (DIT_FILE, VAE_FILE):
@@ -156,6 +162,7 @@ def make_full_size_random_weights(directory: Path | str, *, seed: int = 0, devic
     save_file({k: v.to(torch.bfloat16).contiguous().cpu() for k, v in dit.state_dict().items()}, str(root / DIT_FILE))
     del dit
     torch.save(WanVAE(cfg.vae).state_dict(), root / VAE_FILE)
+    torch.save(TinyVAE().state_dict(), root / TINY_VAE_FILE)
     _write_wav2vec(root / WAV2VEC_DIRS[0], Wav2Vec2Config())
     store = PromptStore(root / PROMPTS_DIR)
     g = torch.Generator().manual_seed(seed)

@@ -15,6 +15,8 @@ Layout (the names the public downloads use)::
                                               pytorch_model.bin (the name wav2vec2/ also works)
       prompts/NAME.safetensors                pre-encoded prompts: "prompt_embeds" [tokens <= 512,
                                               4096], the umT5 output without its zero padding
+      taew2_1.pth                             optional: the tiny Wan2.1 decoder (TAEHV,
+                                              github.com/madebyollin/taehv) for `vae="tiny"`
 
 Checks read only headers (safetensors) or memory-map the file on the meta device (torch
 checkpoints), so nothing is loaded onto a device and large files cost nothing. Every
@@ -42,6 +44,9 @@ TEXT_ENCODER_FILE = Path("Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth")
 TOKENIZER_DIR = Path("Wan2.1-T2V-1.3B/google/umt5-xxl")
 WAV2VEC_DIRS = (Path("wav2vec2-base-960h"), Path("wav2vec2"))
 PROMPTS_DIR = Path("prompts")
+#: The tiny decoder's file, named as its public download (madebyollin/taehv).
+TINY_VAE_FILE = Path("taew2_1.pth")
+TINY_VAE_SOURCE = "https://github.com/madebyollin/taehv (the file taew2_1.pth)"
 PROMPT_KEY = "prompt_embeds"
 
 #: Float formats the DiT may be stored in (safetensors names).
@@ -245,6 +250,41 @@ def check_vae(path: Path, cfg: VAEConfig | None = None) -> ComponentReport:
     return report
 
 
+def check_tiny_vae(path: Path, latent_channels: int = 16) -> ComponentReport:
+    """The optional tiny decoder: absent is fine, present must load strictly."""
+    from .vae_tiny import TinyVAEConfig, adapt_time_grow, tiny_vae_parameter_shapes
+
+    report = ComponentReport("tiny VAE decoder (TAEHV taew2_1, optional)", path, optional=True)
+    if not path.is_file():
+        report.found = False
+        report.notes.append(f"only vae=tiny (avatar-node serve --vae tiny) needs it: {TINY_VAE_SOURCE}")
+        return report
+    try:
+        found = read_torch_checkpoint(path)
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
+        report.problems.append(f"cannot read the checkpoint: {exc}")
+        return report
+    shapes = {name: info.shape for name, info in found.items()}
+    try:
+        cfg = TinyVAEConfig.from_shapes(shapes)
+    except ValueError as exc:
+        report.problems.append(f"{exc} (expected the Wan2.1 one, taew2_1.pth, from {TINY_VAE_SOURCE})")
+        return report
+    if cfg.latent_channels != latent_channels:
+        report.problems.append(
+            f"it decodes {cfg.latent_channels}-channel latents, the DiT makes {latent_channels} "
+            "(taew2_2 and others are for other models: use taew2_1.pth)"
+        )
+    adapted = adapt_time_grow(shapes, cfg)
+    for name, channels in adapted.items():
+        report.notes.append(f"{name} holds {shapes[name][0]} output channels; the loader keeps the last {channels}")
+        found[name] = TensorInfo((channels, *shapes[name][1:]), found[name].dtype)
+    report.compare(found, tiny_vae_parameter_shapes(cfg), complete=True)
+    widths = "released widths" if cfg.widths == TinyVAEConfig().widths else f"widths {list(cfg.widths)}"
+    report.notes.append(f"{len(found)} tensors; {report.expected} expected ({widths})")
+    return report
+
+
 def find_wav2vec_dir(root: Path) -> Path:
     for name in WAV2VEC_DIRS:
         if (root / name).is_dir():
@@ -395,6 +435,7 @@ def check_weights_dir(root: Path) -> list[ComponentReport]:
         check_wav2vec(find_wav2vec_dir(root), cfg.dit),
         prompts,
         encoder,
+        check_tiny_vae(root / TINY_VAE_FILE, cfg.vae.z_dim),
     ]
     can_encode = encoder.found and encoder.ok
     if not encoder.found:

@@ -88,6 +88,9 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=8, help="timed steady-state blocks")
     parser.add_argument("--compile", action="store_true", help="torch.compile the dense parts of the DiT")
     parser.add_argument("--max-sessions", type=int, default=8, help="most sessions the capacity probe tries")
+    parser.add_argument(
+        "--vae", choices=("full", "tiny"), default="full", help="video decoder: the Wan2.1 VAE or the tiny taew2_1.pth"
+    )
     parser.add_argument("--features-table", action="store_true", help="only measure streamed vs whole-clip audio features")
     args = parser.parse_args()
     if args.features_table:
@@ -109,7 +112,7 @@ def main() -> int:
             root = make_full_size_random_weights(Path(tmp) / "w", device="cuda" if torch.cuda.is_available() else "cpu")
         written = time.perf_counter() - started
         started = time.perf_counter()
-        engine = LiveTalkEngine(root, device=device, compile=args.compile, measure_capacity=False)
+        engine = LiveTalkEngine(root, device=device, compile=args.compile, measure_capacity=False, vae=args.vae)
         loaded = time.perf_counter() - started
         return run(engine, args, written, loaded)
 

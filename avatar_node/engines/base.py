@@ -101,6 +101,25 @@ class PhonemeEvent:
     phoneme: str  # espeak-ng / IPA-ish symbol, e.g. "m", "a:", "O"
 
 
+@dataclass(frozen=True)
+class TurnAudio:
+    """The speech turn playing at the end of a step, beyond the step and its look-ahead: what
+    of it arrived since the previous step, for engines that read more of a turn than that
+    (a speech model trained on whole clips). Samples at SPEECH_SAMPLE_RATE, counted from the
+    turn's start."""
+
+    #: The turn's number in its session; a new number is a new turn.
+    turn: int
+    #: Turn samples before the step's first frame (negative: the turn starts inside the step).
+    offset: int
+    #: Turn sample of `arrived[0]`.
+    start: int
+    #: float32 mono: the turn's audio that arrived since the previous step (everything, once).
+    arrived: np.ndarray
+    #: The turn is closed and all of its audio has been handed over.
+    complete: bool
+
+
 @dataclass
 class Conditioning:
     """Everything the engine may use to render the next step's frames."""
@@ -119,6 +138,8 @@ class Conditioning:
     prompt: str = ""
     #: Index of the step's first frame on the stream's timeline (see the module notes).
     frame_index: int = 0
+    #: New audio of the turn playing at the step's end, if any (see TurnAudio).
+    turn_audio: TurnAudio | None = None
 
 
 class EngineStream(abc.ABC):

@@ -41,6 +41,7 @@ class ConditioningCutter:
             behaviours=tuple(behaviours),
             prompt=prompt,
             frame_index=first_index,
+            turn_audio=step.turn_audio,
         )
         return cond, step
 

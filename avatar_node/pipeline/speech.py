@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from avatar_node.engines.base import SPEECH_SAMPLE_RATE, PhonemeEvent
+from avatar_node.engines.base import SPEECH_SAMPLE_RATE, PhonemeEvent, TurnAudio
 from avatar_node.media.clock import MediaClock
 
 from .buffers import SampleBuffer, silence
@@ -42,6 +42,8 @@ class SpeechTurn:
     first_arrival: float | None = None  # when its first audio arrived (live timing)
     interrupted: bool = False  # dropped by barge-in while a frame of it was being delivered
     largest_chunk_s: float = 0.0  # the longest piece of audio that arrived at once
+    serial: int = 0  # numbers the session's turns, for the engine (TurnAudio.turn)
+    handed_over: int = 0  # engine samples already given to the engine as TurnAudio
 
     @property
     def duration_samples(self) -> int:
@@ -77,6 +79,7 @@ class StepSpeech:
     frames: list[FrameSpeech]
     engine_audio: np.ndarray  # float32 at SPEECH_SAMPLE_RATE: the step's span plus the look-ahead
     phonemes: list[PhonemeEvent]  # relative to the step's first frame
+    turn_audio: TurnAudio | None = None  # the last turn of the step: what arrived of it since
 
 
 class SpeechQueue:
@@ -87,6 +90,7 @@ class SpeechQueue:
         self._current: SpeechTurn | None = None
         self._open: SpeechTurn | None = None  # receiving streamed audio
         self._ids = itertools.count(1)
+        self._serials = itertools.count(1)
         self.underruns = 0
 
     # ------------------------------------------------------------------ input
@@ -99,7 +103,7 @@ class SpeechQueue:
         """Queue a turn that receives streamed audio until `close`."""
         if self._open is not None:
             raise RuntimeError("close the open turn first")
-        turn = SpeechTurn(turn_id or f"turn-{next(self._ids)}", source_rate)
+        turn = SpeechTurn(turn_id or f"turn-{next(self._ids)}", source_rate, serial=next(self._serials))
         self._open = turn
         self._turns.append(turn)
         return turn
@@ -126,7 +130,9 @@ class SpeechQueue:
         """Queue a whole, closed turn (synthesised text). An open turn is closed first."""
         if self._open is not None:
             self.close(self._open)
-        turn = SpeechTurn(turn_id or f"turn-{next(self._ids)}", source_rate, phonemes=list(phonemes))
+        turn = SpeechTurn(
+            turn_id or f"turn-{next(self._ids)}", source_rate, phonemes=list(phonemes), serial=next(self._serials)
+        )
         turn.output.append(output)
         turn.engine.append(engine)
         turn.closed = True
@@ -225,6 +231,7 @@ class SpeechQueue:
         phonemes: list[PhonemeEvent] = []
         step_start = self.clock.samples_at(first_index, SPEECH_SAMPLE_RATE)
         seen: set[int] = set()
+        offsets: dict[int, int] = {}  # turn -> its samples before the step's first frame
         for k in range(first_index, first_index + count):
             span = self.clock.samples_at(k + 1, SPEECH_SAMPLE_RATE) - self.clock.samples_at(k, SPEECH_SAMPLE_RATE)
             fs = self.take_frame(k, may_start)
@@ -235,11 +242,13 @@ class SpeechQueue:
             turn = fs.turn
             ticks = len(fs.audio)
             position = round((turn.consumed - ticks) * SPEECH_SAMPLE_RATE / self.clock.clock_rate)
+            offsets.setdefault(id(turn), position - (self.clock.samples_at(k, SPEECH_SAMPLE_RATE) - step_start))
             segments.append(turn.engine.window(position, span))
             if id(turn) not in seen and turn.phonemes:
                 seen.add(id(turn))
                 offset = (self.clock.samples_at(k, SPEECH_SAMPLE_RATE) - step_start - position) / SPEECH_SAMPLE_RATE
                 phonemes += [PhonemeEvent(p.start_s + offset, p.end_s + offset, p.phoneme) for p in turn.phonemes]
+        turn_audio = self._hand_over(frames, offsets)
         last = self._current
         if last is not None and frames and frames[-1].turn is last and not frames[-1].underrun:
             segments.append(last.engine.window(last.consumed_engine, self.lookahead))
@@ -252,4 +261,18 @@ class SpeechQueue:
             engine_audio = np.concatenate(segments)
         window_s = len(engine_audio) / SPEECH_SAMPLE_RATE
         phonemes = [p for p in phonemes if p.end_s > 0 and p.start_s < window_s]
-        return StepSpeech(frames, engine_audio, phonemes)
+        return StepSpeech(frames, engine_audio, phonemes, turn_audio)
+
+    @staticmethod
+    def _hand_over(frames: list[FrameSpeech], offsets: dict[int, int]) -> TurnAudio | None:
+        """What arrived of the step's last speaking turn since it was last handed over
+        (read before the step releases what it played)."""
+        speaking = [f for f in frames if f.speaking and f.turn is not None]
+        if not speaking:
+            return None
+        turn = speaking[-1].turn
+        assert turn is not None
+        start = max(turn.handed_over, turn.engine.released)
+        arrived = turn.engine.window(start, turn.engine.end - start)
+        turn.handed_over = turn.engine.end
+        return TurnAudio(turn.serial, offsets[id(turn)], start, arrived, complete=turn.closed)

@@ -73,22 +73,21 @@ def test_session_through_speech_a_skip_past_1024_frames_and_an_interrupt(engine,
         assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 and f.flags.c_contiguous for f in frames)
         index += len(frames)
     assert sizes == [9, 12, 12]
-    assert stream.features.context_held == 33
+    assert stream.features.turn is not None
 
-    # Interrupt: the speech context is dropped; the next block starts from silence.
+    # Interrupt: the turn's audio is dropped; the next block starts from silence.
     stream.reset_speech()
-    assert stream.features.context_held == 0
+    assert stream.features.turn is None
     stream.step(conditioning(engine, stream, None, index))
     index += 12
-    assert stream.features.context_held == 12
+    assert stream.features.turn is None
 
     # The node skips far ahead (a live session that fell behind; or hours later): the block
-    # follows the timeline, past the release's 1024 latent frames, with the context reset.
+    # follows the timeline, past the release's 1024 latent frames.
     index = 4500
     frames = stream.step(conditioning(engine, stream, speech, index))
     cache = stream.session.cache
     assert len(frames) == 12 and cache.next_frame == (4500 + 3) // 4 + 3 > 1024
-    assert stream.features.context_held == 12
     for _ in range(3):
         index += 12
         frames = stream.step(conditioning(engine, stream, speech[:20_000], index))
@@ -171,3 +170,23 @@ def test_canvas_keeps_the_photo_around_the_crop(engine, identity):
     # Left and right of the pasted square the canvas is the photo's, untouched.
     np.testing.assert_array_equal(frames[0][:, :30], background[:, :30])
     assert np.abs(frames[0][:, 60:100].astype(int) - background[:, 60:100]).mean() > 2
+
+
+def test_a_whole_turn_reaches_the_model_as_the_release_computes_it(engine, identity, speech):
+    """Speech queued whole, cut by the node's own queue: the audio features of every block
+    are the whole clip's, to 1e-5 relative (the release computes them over the whole clip)."""
+    from .test_audio_features import assert_relative_close, cutter_with, whole
+
+    stream = engine.open(identity, StreamOptions(**CANVAS))
+    cutter = cutter_with([speech])
+    played = -(-len(speech) // 1000)
+    got = []
+    index = 0
+    while index < played + 12:
+        n = stream.next_step_frames()
+        cond, _ = cutter.cut(index, n, may_start=True)
+        rows = stream.plan_block(cond).audio.flatten(0, 1)
+        got.append(rows[3:] if index == 0 else rows)  # the first block repeats frame 0 three times
+        index += n
+    stream.close()
+    assert_relative_close(torch.cat(got)[:played], whole(engine.audio, speech)[:played])

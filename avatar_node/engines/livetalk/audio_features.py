@@ -16,12 +16,12 @@ A clip of N video frames is N - 1 frame periods of audio ((N - 1) / 16 s): frame
 k / 16 s. `audio.group_block_features` then repeats frame 0 three times, as the release
 does, to give each latent frame its 4 vectors.
 
-The streaming mode (`StreamingAudioFeatures`) runs the same network over a sliding window:
-up to `context_frames` frames of past speech, the step's frames, and `lookahead_frames`
-frames of future speech, normalised with running statistics of the session's speech. It
-needs `lookahead_frames` frame periods of audio past the end of a step, which is the
-engine's declared look-ahead. `streaming_difference_table` measures how far its features
-are from the whole-clip ones.
+Live, the engine computes them the same way over as much of the playing turn as has
+arrived (`TurnAudioFeatures`): never less than the step plus the declared look-ahead, the
+whole turn once it is all there (then exactly the release's features). A sliding window
+(`StreamingAudioFeatures`: some past, the step, the look-ahead, normalised with running
+statistics) is the simpler rule it replaced; `arrival_difference_table` measures both
+against whole-clip features by how much of the turn is there when it starts.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avatar_node.engines.base import SPEECH_SAMPLE_RATE
+from avatar_node.engines.base import SPEECH_SAMPLE_RATE, TurnAudio
 
 #: Audio samples per video frame (16 kHz audio, 16 fps video).
 FRAME_SAMPLES = SPEECH_SAMPLE_RATE // 16
@@ -200,20 +200,149 @@ class StreamingAudioFeatures:
         return out
 
 
-@dataclass(frozen=True)
-class DifferenceRow:
-    context_frames: int
-    lookahead_frames: int
-    #: Mean over frames of |stream - whole| / |whole| (L2 over the feature vector).
-    mean_relative: float
-    #: The same for the worst frame.
-    max_relative: float
-    #: Mean cosine similarity of the per-frame vectors.
-    mean_cosine: float
+@dataclass
+class _Clip:
+    """One turn's audio as far as it arrived, and the features last computed over it."""
+
+    turn: int
+    origin: int  # turn sample of audio[0] (0 unless the turn is longer than the window)
+    audio: np.ndarray
+    #: Turn frame of next step's first frame (where this turn's frames continue).
+    next_frame: int = 0
+    #: (window's first turn frame, its audio length) of `rows`; None = not computed yet.
+    computed: tuple[int, int] | None = None
+    rows: torch.Tensor | None = None
 
     @property
-    def lookahead_ms(self) -> float:
-        return self.lookahead_frames * 1000.0 / 16.0
+    def end(self) -> int:
+        return self.origin + self.audio.shape[0]
+
+
+class TurnAudioFeatures:
+    """One session's features, each step from as much of the playing turn as has arrived.
+
+    The release computes features over whole clips; live, a turn arrives as it is spoken, or
+    (an agent's text-to-speech) mostly before it plays. So each step's features are those of
+    the turn's audio from its start to whatever has arrived, computed the release's way
+    (`whole_clip_features`): exact once the whole turn is there, and never less than the
+    step plus the engine's look-ahead (the node waits for that much before a step). They are
+    computed again only when new audio arrived. A turn longer than `max_clip_frames` is
+    seen through a window of that length around the step. Frames outside a turn get the
+    features of silence. `features(...)` is driven by the pipeline's `TurnAudio`.
+    """
+
+    def __init__(
+        self,
+        encoder: Wav2VecEncoder,
+        *,
+        lookahead_frames: int = 4,
+        max_clip_frames: int = 480,
+        silence_cache: dict | None = None,
+    ) -> None:
+        if max_clip_frames < 2 * (12 + lookahead_frames):
+            raise ValueError("max_clip_frames must hold at least two steps and their look-ahead")
+        self.encoder = encoder
+        self.lookahead_frames = lookahead_frames
+        self.max_clip_frames = max_clip_frames
+        self.silence_features = silence_cache if silence_cache is not None else {}
+        self._clip: _Clip | None = None
+        self._previous: _Clip | None = None  # the turn before, while its last frames play
+        #: Times the encoder ran over a turn (for tests and figures).
+        self.computations = 0
+
+    @property
+    def turn(self) -> int | None:
+        """The turn whose audio is held (TurnAudio.turn), if any."""
+        return self._clip.turn if self._clip is not None else None
+
+    def reset(self) -> None:
+        """An interrupt: the turns that were playing are gone."""
+        self._clip = self._previous = None
+
+    def features(self, frames: int, speaking: Sequence[bool], turn_audio: TurnAudio | None) -> torch.Tensor:
+        """[frames, feature_dim] for the step's frames (float32)."""
+        if turn_audio is not None:
+            self._take(turn_audio)
+        rows: list[torch.Tensor | None] = [None] * frames
+        if turn_audio is not None and self._clip is not None:
+            first = turn_audio.offset // FRAME_SAMPLES
+            self._fill(rows, self._clip, first, speaking)
+            self._clip.next_frame = first + frames
+            lead = min(max(-first, 0), frames)  # frames before the turn starts in this step
+            if lead and self._previous is not None:
+                self._fill(rows, self._previous, self._previous.next_frame, speaking, stop=lead)
+                self._previous.next_frame += lead
+        silent = self._silence(frames)
+        return torch.stack([row if row is not None else silent[j] for j, row in enumerate(rows)])
+
+    # -- the turn's audio ----------------------------------------------------------------------
+
+    def _take(self, turn_audio: TurnAudio) -> None:
+        clip = self._clip
+        if clip is None or clip.turn != turn_audio.turn:
+            if clip is not None:
+                self._previous = clip
+            clip = self._clip = _Clip(turn_audio.turn, turn_audio.start, np.zeros(0, np.float32))
+        if turn_audio.start != clip.end:  # something was not handed over: start again from here
+            clip.origin, clip.audio, clip.computed = turn_audio.start, np.zeros(0, np.float32), None
+        if turn_audio.arrived.size:
+            clip.audio = np.concatenate([clip.audio, np.asarray(turn_audio.arrived, np.float32)])
+
+    def _window(self, clip: _Clip, first: int) -> tuple[int, int]:
+        """(first turn frame, audio samples) of the stretch of `clip` that features come from."""
+        origin_frame = -(-clip.origin // FRAME_SAMPLES)
+        skip = origin_frame * FRAME_SAMPLES - clip.origin
+        held = clip.audio.shape[0] - skip
+        most = (self.max_clip_frames - 1) * FRAME_SAMPLES
+        if held <= most:
+            return origin_frame, max(held, 0)
+        # Longer than a window: centre it on the step, inside what has arrived.
+        last_start = origin_frame + (held - most) // FRAME_SAMPLES
+        start = min(max(first - self.max_clip_frames // 2, origin_frame), last_start)
+        return start, most
+
+    def _rows(self, clip: _Clip, first: int) -> tuple[int, torch.Tensor]:
+        window = self._window(clip, first)
+        if clip.computed != window or clip.rows is None:
+            start, length = window
+            offset = start * FRAME_SAMPLES - clip.origin
+            n = length // FRAME_SAMPLES + 1
+            audio = clip.audio[offset : offset + (n - 1) * FRAME_SAMPLES]
+            clip.rows = whole_clip_features(audio, n, self.encoder)
+            clip.computed = window
+            self.computations += 1
+            # What lies before the window will not be read again.
+            keep_from = max(0, offset - self.max_clip_frames * FRAME_SAMPLES)
+            if keep_from:
+                clip.audio, clip.origin = clip.audio[keep_from:], clip.origin + keep_from
+        assert clip.computed is not None and clip.rows is not None
+        return clip.computed[0], clip.rows
+
+    def _fill(
+        self,
+        rows: list[torch.Tensor | None],
+        clip: _Clip,
+        first: int,
+        speaking: Sequence[bool],
+        stop: int | None = None,
+    ) -> None:
+        """Rows of the step's speaking frames j < stop that fall in `clip` (turn frame first + j)."""
+        stop = len(rows) if stop is None else stop
+        wanted = [j for j in range(stop) if speaking[j]]
+        if not wanted or clip.end <= clip.origin:
+            return
+        start, features = self._rows(clip, first)
+        for j in wanted:
+            k = first + j - start
+            if 0 <= k < features.shape[0]:
+                rows[j] = features[k]
+
+    def _silence(self, frames: int) -> torch.Tensor:
+        key = ("turn", frames, self.lookahead_frames)
+        if key not in self.silence_features:
+            n = frames + self.lookahead_frames + 1
+            self.silence_features[key] = self.encoder.encode(np.zeros((n - 1) * FRAME_SAMPLES, np.float32), n)[:frames]
+        return self.silence_features[key]
 
 
 def streaming_steps(total_frames: int, first: int = 9, later: int = 12) -> list[tuple[int, int]]:
@@ -226,36 +355,71 @@ def streaming_steps(total_frames: int, first: int = 9, later: int = 12) -> list[
     return steps
 
 
-def streaming_difference_table(
+@dataclass(frozen=True)
+class Distance:
+    """How far features are from the whole clip's: per frame |f - whole| / |whole| (L2)."""
+
+    mean_relative: float
+    max_relative: float
+
+    @classmethod
+    def between(cls, features: torch.Tensor, whole: torch.Tensor) -> Distance:
+        err = (features - whole).norm(dim=-1) / whole.norm(dim=-1).clamp_min(1e-12)
+        return cls(err.mean().item(), err.max().item())
+
+
+@dataclass(frozen=True)
+class ArrivalRow:
+    #: Share of the turn there when it starts playing; the rest arrives at 1x (0 = live speech).
+    arrived: float
+    window: Distance  # a sliding window: `context_frames` of the past, the look-ahead
+    turn: Distance  # as much of the turn as has arrived (TurnAudioFeatures)
+    computations: int  # times TurnAudioFeatures ran the encoder over the turn
+
+
+def arrival_difference_table(
     encoder: Wav2VecEncoder,
     waveform: np.ndarray,
-    lookaheads: Sequence[int],
-    contexts: Sequence[int] = (48,),
-) -> list[DifferenceRow]:
-    """Compare streamed features with whole-clip features of the same clip, frame by frame."""
+    fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    lookahead_frames: int = 4,
+    context_frames: int = 48,
+) -> list[ArrivalRow]:
+    """Features of one turn played step by step, against the whole clip's, for turns that are
+    partly there when they start (an agent's text-to-speech runs ahead) and arrive at 1x after."""
     total = len(waveform) // FRAME_SAMPLES + 1
     clip = np.asarray(waveform, np.float32)[: (total - 1) * FRAME_SAMPLES]
     whole = whole_clip_features(clip, total, encoder)
     rows = []
-    for context in contexts:
-        for lookahead in lookaheads:
-            stream = StreamingAudioFeatures(encoder, context_frames=context, lookahead_frames=lookahead)
-            parts = []
-            for start, n in streaming_steps(total):
-                # The step's speech: the clip from the step's first frame, silence past its end.
-                parts.append(stream.features(clip[start * FRAME_SAMPLES :], n))
-            streamed = torch.cat(parts)
-            err = (streamed - whole).norm(dim=-1) / whole.norm(dim=-1).clamp_min(1e-12)
-            cos = F.cosine_similarity(streamed, whole, dim=-1)
-            rows.append(DifferenceRow(context, lookahead, err.mean().item(), err.max().item(), cos.mean().item()))
+    for fraction in fractions:
+        window = StreamingAudioFeatures(encoder, context_frames=context_frames, lookahead_frames=lookahead_frames)
+        turn = TurnAudioFeatures(encoder, lookahead_frames=lookahead_frames)
+        by_window, by_turn, handed = [], [], 0
+        for start, n in streaming_steps(total):
+            by_window.append(window.features(clip[start * FRAME_SAMPLES :], n))
+            # What has arrived when this step is rendered: never less than the node waits for.
+            ahead = round(fraction * clip.size) + start * FRAME_SAMPLES
+            there = min(max(ahead, (start + n + lookahead_frames) * FRAME_SAMPLES), clip.size)
+            audio = TurnAudio(1, start * FRAME_SAMPLES, handed, clip[handed:there], complete=there == clip.size)
+            handed = max(handed, there)
+            by_turn.append(turn.features(n, [True] * n, audio))
+        rows.append(
+            ArrivalRow(
+                fraction,
+                Distance.between(torch.cat(by_window), whole),
+                Distance.between(torch.cat(by_turn), whole),
+                turn.computations,
+            )
+        )
     return rows
 
 
-def format_difference_table(rows: Sequence[DifferenceRow]) -> str:
-    lines = ["context (frames)  look-ahead (frames / ms)  mean rel. diff  max rel. diff  mean cosine"]
+def format_arrival_table(rows: Sequence[ArrivalRow]) -> str:
+    lines = [
+        "turn there at start   sliding window: mean / max rel. diff   whole turn so far: mean / max   encoder runs",
+    ]
     for r in rows:
         lines.append(
-            f"{r.context_frames:>16}  {r.lookahead_frames:>10} / {r.lookahead_ms:>6.1f}  "
-            f"{r.mean_relative:>14.4f}  {r.max_relative:>13.4f}  {r.mean_cosine:>11.4f}"
+            f"{r.arrived:>17.0%}   {r.window.mean_relative:>22.4f} / {r.window.max_relative:<8.4f}"
+            f"   {r.turn.mean_relative:>17.2e} / {r.turn.max_relative:<9.2e}   {r.computations:>12}"
         )
     return "\n".join(lines)

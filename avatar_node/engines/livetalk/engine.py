@@ -5,8 +5,10 @@ cache; each session is a `LiveTalkStream`. A step is one block of 3 latent frame
 frames for a session's first block, 12 after (`next_step_frames`), at 16 fps only (the
 model's rate; see `NATIVE_FPS`). Per block and session:
 
-1. wav2vec2 features of the step's speech with a bounded look-ahead (audio_features.py),
-   silence features when nobody speaks, so idle and listening blocks come from the same model;
+1. wav2vec2 features computed the release's way over as much of the playing turn as has
+   arrived (at least the step and its look-ahead; the whole turn once it is all there), again
+   only when more arrived (audio_features.TurnAudioFeatures); silence features when nobody
+   speaks, so idle and listening blocks come from the same model;
 2. the prompt: the session's, "listening" while the user talks and the avatar does not,
    or a behaviour's for a few blocks after it is triggered (prompts.py);
 3. 4 denoising passes + the cache pass, batched across the sessions of one `step_batch`
@@ -47,10 +49,11 @@ from avatar_node.engines.base import (
     FaceBox,
     Identity,
     StreamOptions,
+    TurnAudio,
 )
 
 from .audio import group_block_features
-from .audio_features import FRAME_SAMPLES, StreamingAudioFeatures, Wav2VecEncoder
+from .audio_features import FRAME_SAMPLES, TurnAudioFeatures, Wav2VecEncoder
 from .config import ModelConfig, StreamConfig
 from .framing import Compositor, CropBox, crop_to_model, face_crop
 from .model import PromptConditioning
@@ -123,7 +126,7 @@ class LiveTalkEngine(Engine):
         device: str = "auto",
         *,
         dtype: torch.dtype | None = None,
-        context_frames: int = 48,
+        max_clip_frames: int = 480,
         lookahead_frames: int = 4,
         max_batch: int | None = None,
         compile: bool = False,
@@ -184,7 +187,7 @@ class LiveTalkEngine(Engine):
             for name, text in BEHAVIOUR_PROMPTS.items()
             if name != "listening" and (can_encode or self.prompts.has(text))
         )
-        self.context_frames = context_frames
+        self.max_clip_frames = max_clip_frames
         self.lookahead_frames = lookahead_frames
         self._lock = threading.RLock()
         self._identities: OrderedDict[str, Identity] = OrderedDict()
@@ -461,16 +464,16 @@ class LiveTalkStream(EngineStream):
         self.session = session
         self.base_prompt = base_prompt
         self.decoder: StreamDecoder = engine.decode_vae.decode_stream()
-        self.features = StreamingAudioFeatures(
+        self.features = TurnAudioFeatures(
             engine.audio,
-            context_frames=engine.context_frames,
             lookahead_frames=engine.lookahead_frames,
+            max_clip_frames=engine.max_clip_frames,
             silence_cache=engine.silence_features,
         )
         self.compositor = Compositor(data.photo, data.crop, options.width, options.height, options.framing)
         self.blocks = 0
         self._origin = 0
-        self._expected_index = 0
+        self._own_turns = 0
         self._behaviour: tuple[str, int] | None = None
         self._warned_prompts: set[str] = set()
         self.closed = False
@@ -503,18 +506,22 @@ class LiveTalkStream(EngineStream):
             self._origin = cond.frame_index
             first_latent = 0
         else:
-            if cond.frame_index != self._expected_index:
-                # The node skipped frames: the audio context before this step is not contiguous.
-                self.features.reset()
             relative = max(cond.frame_index - self._origin, 0)
             first_latent = max(self.session.cache.next_frame, (relative + 3) // 4)
-        self._expected_index = cond.frame_index + frames
         speaking = any(cond.speaking)
-        features = self.features.features(cond.speech, frames, is_speech=speaking)
+        features = self.features.features(frames, cond.speaking, self._turn_audio(cond))
         grouped = group_block_features(features, first_block=first)
         prompt = self._choose_prompt(cond, speaking)
         self.blocks += 1
         return _BlockPlan(first_latent, grouped, prompt)
+
+    def _turn_audio(self, cond: Conditioning) -> TurnAudio | None:
+        """The pipeline hands over each turn's audio; a step made by hand (a benchmark, a
+        tool) carries only its own speech and look-ahead, which is then a turn of its own."""
+        if cond.turn_audio is not None or not any(cond.speaking):
+            return cond.turn_audio
+        self._own_turns -= 1
+        return TurnAudio(self._own_turns, 0, 0, np.asarray(cond.speech, np.float32), complete=True)
 
     def _choose_prompt(self, cond: Conditioning, speaking: bool) -> PromptConditioning:
         engine = self.engine

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avatar_node.engines.base import (
-    SPEECH_SAMPLE_RATE,
     AvatarInputError,
     Conditioning,
     Engine,
@@ -35,10 +34,10 @@ from avatar_node.engines.portrait.motion import (
     shake_curve,
 )
 from avatar_node.engines.portrait.mouth_interior import MouthInterior
+from avatar_node.engines.portrait.mouth_target import SpeechMouth
 from avatar_node.engines.portrait.photo import decode_photo
 from avatar_node.engines.portrait.rig import HEAD_CONTROLS, LOCAL_CONTROLS, LOCAL_INDEX, FaceRig
-from avatar_node.engines.portrait.speech_features import MouthShape, SpeechAnalyser, clamp, level_db
-from avatar_node.engines.portrait.visemes import TimedPhoneme, blend_at
+from avatar_node.engines.portrait.speech_features import MouthShape, clamp, level_db
 from avatar_node.media.canvas import render_on_canvas
 
 ENGINE_NAME = "portrait"
@@ -221,8 +220,7 @@ class PortraitStream(EngineStream):
         self._canvas = self._interior.warp_source
         self._neutral_gap = self.rig.neutral_gap()
         self._rng = np.random.default_rng(options.seed)
-        self._analyser = SpeechAnalyser()
-        self._phonemes: dict[tuple[int, str], TimedPhoneme] = {}
+        self._speech_mouth = SpeechMouth(self._frame_s)
         self._mouth = Spring(len(MouthShape.FIELDS), _MOUTH_OMEGA)
         self._state = Spring(2, 7.0)  # speaking, listening weights
         self._listen_env = 0.0
@@ -276,11 +274,10 @@ class PortraitStream(EngineStream):
         return self._lids.lid_edges(self._last_blink, self._last_offsets)
 
     def reset_speech(self) -> None:
-        self._analyser.reset()
-        self._phonemes.clear()
+        self._speech_mouth.reset()
 
     def close(self) -> None:
-        self._phonemes.clear()
+        self._speech_mouth.reset()
 
     # -- animation -----------------------------------------------------------------------
 
@@ -293,36 +290,7 @@ class PortraitStream(EngineStream):
 
     def _mouth_target(self, cond: Conditioning, t: float) -> tuple[MouthShape, float]:
         """The mouth shape wanted at t, and the speech level (0..1) for head emphasis."""
-        frame_samples = int(round(SPEECH_SAMPLE_RATE * self._frame_s))
-        # The mouth leads the sound it makes by a few tens of milliseconds: look at the
-        # audio around 30 ms after the frame is shown.
-        centre = int(SPEECH_SAMPLE_RATE * 0.03)
-        half = max(frame_samples // 2, 256)
-        speech = np.asarray(cond.speech, dtype=np.float32)
-        window = speech[max(0, centre - half) : centre + half]
-        audio = self._analyser.analyse(window, self._dt)
-        level = audio.open
-
-        for ev in cond.phonemes:
-            start = t + ev.start_s
-            key = (int(round(start * 1000)), ev.phoneme)
-            self._phonemes[key] = TimedPhoneme(start, t + ev.end_s, ev.phoneme)
-        if self._phonemes:
-            stale = [k for k, p in self._phonemes.items() if p.end < t - 0.5]
-            for k in stale:
-                del self._phonemes[k]
-        speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
-        viseme = blend_at(self._phonemes.values(), t) if self._phonemes else None
-        if viseme is not None and speaking:
-            # Text-driven: the shape (closures, width, teeth) comes from the phonemes; the
-            # opening follows the sound, as in audio-driven speech, a little wider for open
-            # vowels (quiet syllables open less, whatever their vowel).
-            opening = level * (0.8 + 0.4 * viseme.open)
-            shaped = MouthShape(
-                opening, viseme.width, viseme.teeth, viseme.lip_close, viseme.lip_bite, viseme.lower_teeth
-            )
-            return shaped, level
-        return audio, level
+        return self._speech_mouth.target(cond, t, self._dt)
 
     def _controls(self, cond: Conditioning, t: float) -> tuple[np.ndarray, np.ndarray, float, float, float]:
         """Head and local control vectors, eyelid closure, and teeth shown (upper, lower)."""

@@ -66,8 +66,19 @@ def face_mesh_from_detection(models: FaceModels, rgb: np.ndarray, det: Detection
     angle = _eye_angle(det.keypoints[0], det.keypoints[1])
     cx, cy = (det.x0 + det.x1) / 2, (det.y0 + det.y1) / 2
     size = det.size * 1.5
-    points, presence = _run_mesh(models, rgb, cx, cy, size, angle)
+    points, _ = _run_mesh(models, rgb, cx, cy, size, angle)
     # Refine: a crop centred on the first estimate, sized from its extent.
+    points, presence = track_face_mesh(models, rgb, points)
+    irises = np.stack([
+        _iris(models, rgb, points, topo.RIGHT_EYE_OUTER, topo.RIGHT_EYE_INNER, flip=False),
+        _iris(models, rgb, points, topo.LEFT_EYE_OUTER, topo.LEFT_EYE_INNER, flip=True),
+    ])
+    return FaceMesh(points, presence, irises)
+
+
+def track_face_mesh(models: FaceModels, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The mesh in `rgb` from a crop around `points` (an estimate of the same face: the first
+    pass here, or the previous frame of a video), and the probability that it is a face."""
     angle = _eye_angle(points[topo.RIGHT_EYE_OUTER, :2], points[topo.LEFT_EYE_OUTER, :2])
     c, s = math.cos(-angle), math.sin(-angle)
     rot = points[:, :2] @ np.array([[c, s], [-s, c]])
@@ -75,12 +86,7 @@ def face_mesh_from_detection(models: FaceModels, rgb: np.ndarray, det: Detection
     centre_rot = (lo + hi) / 2
     cx, cy = centre_rot @ np.array([[c, -s], [s, c]])
     size = float(max(hi - lo)) * 1.5
-    points, presence = _run_mesh(models, rgb, float(cx), float(cy), size, angle)
-    irises = np.stack([
-        _iris(models, rgb, points, topo.RIGHT_EYE_OUTER, topo.RIGHT_EYE_INNER, flip=False),
-        _iris(models, rgb, points, topo.LEFT_EYE_OUTER, topo.LEFT_EYE_INNER, flip=True),
-    ])
-    return FaceMesh(points, presence, irises)
+    return _run_mesh(models, rgb, float(cx), float(cy), size, angle)
 
 
 def _iris(

@@ -68,13 +68,14 @@ class FaceDetector:
             _DetectorSpec(models.full_range, _anchors(192, [4], [1]), 192.0, 0.6),
         ]
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """All faces in an RGB picture, largest first."""
+    def detect(self, rgb: np.ndarray, small_faces: bool = True) -> list[Detection]:
+        """All faces in an RGB picture, largest first. `small_faces=False` skips the tiles
+        (faces under ~1/8 of the picture may be missed; a video's speaker is not that small)."""
         h, w = rgb.shape[:2]
         found = self._detect_square(rgb, 0, 0, max(h, w))
         # Faces under ~1/8 of the picture are at the limit of the whole-picture pass:
         # look again in overlapping tiles.
-        if max(h, w) >= 512:
+        if small_faces and max(h, w) >= 512:
             tile = max(256, int(max(h, w) / 3))
             step = max(1, int(tile * 0.66))
             for ty in range(0, max(1, h - tile // 3), step):

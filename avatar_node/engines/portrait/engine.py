@@ -19,6 +19,9 @@ from avatar_node.engines.base import (
     StreamOptions,
 )
 from avatar_node.engines.portrait import topology as topo
+from avatar_node.engines.portrait.clip_avatar import ClipIdentityData, prepare_clip
+from avatar_node.engines.portrait.clip_decode import looks_like_video
+from avatar_node.engines.portrait.clip_stream import ClipStream
 from avatar_node.engines.portrait.detection import FaceDetector
 from avatar_node.engines.portrait.eyelids import EyeLids
 from avatar_node.engines.portrait.framing import frame_placement
@@ -122,6 +125,9 @@ class PortraitEngine(Engine):
             return self._models, self._detector
 
     def prepare(self, image: bytes) -> Identity:
+        if looks_like_video(image):
+            models, detector = self._ensure_models()
+            return prepare_clip(image, models, detector, ENGINE_NAME)
         photo = decode_photo(image)
         rgb = photo.rgb
         models, detector = self._ensure_models()
@@ -161,7 +167,9 @@ class PortraitEngine(Engine):
             data=data,
         )
 
-    def open(self, identity: Identity, options: StreamOptions) -> PortraitStream:
+    def open(self, identity: Identity, options: StreamOptions) -> EngineStream:
+        if isinstance(identity.data, ClipIdentityData):
+            return ClipStream(identity.data, options)
         if not isinstance(identity.data, PortraitIdentityData):
             raise ValueError("This identity was prepared by another engine; prepare it with 'portrait'.")
         return PortraitStream(identity.data, options)

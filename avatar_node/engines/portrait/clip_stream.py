@@ -1,0 +1,182 @@
+"""Rendering a clip avatar: a base frame from the motion graph, the mouth from the library.
+
+Per frame: the walk on the motion graph gives the base frame (cross-faded at a cut), placed
+on the canvas as the framing asks; speech gives the wanted mouth shape, the selector the
+library mouth; that mouth's canonical patch is mapped onto the base frame by the base
+frame's own canonical map (so it sits under the nose and its chin goes where its jaw
+was), colour-matched to the base frame where the mask fades, and blended in with a soft
+mask reaching below the lower of the two chins. Silence asks for a closed mouth, so the
+clip's own closed mouths are shown; idle and listening prefer calm stretches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from avatar_node.engines.base import Conditioning, EngineStream, StreamOptions
+from avatar_node.engines.portrait.clip_avatar import ClipIdentityData, chin_depth
+from avatar_node.engines.portrait.framing import frame_placement
+from avatar_node.engines.portrait.motion import Spring
+from avatar_node.engines.portrait.motion_graph import GraphWalker
+from avatar_node.engines.portrait.mouth_library import compose, invert, patch_to_frame
+from avatar_node.engines.portrait.mouth_select import MouthSelector
+from avatar_node.engines.portrait.mouth_target import SpeechMouth
+from avatar_node.engines.portrait.speech_features import MouthShape, clamp, level_db
+from avatar_node.media.canvas import render_on_canvas
+
+# Mouth target springs (MouthShape order): quick, since the chosen mouths are real motion
+# that brings its own smoothness.
+_MOUTH_OMEGA = np.array([40.0, 30.0, 24.0, 45.0, 36.0, 24.0])
+#: Colour gain limits when matching a mouth to its base frame.
+_GAIN = (0.85, 1.18)
+
+
+@dataclass(frozen=True, eq=False)
+class ClipScene:
+    """The clip's placement on one canvas size and framing, and the bars around it."""
+
+    to_canvas: np.ndarray  # 2x3: working pixels -> canvas pixels
+    bars: np.ndarray  # the canvas background (the clip's border continued), HxWx3
+    size: tuple[int, int]
+    covered: tuple[int, int, int, int]  # (x0, y0, x1, y1): canvas pixels the clip covers
+
+    @classmethod
+    def of(cls, data: ClipIdentityData, options: StreamOptions) -> ClipScene:
+        key = (options.width, options.height, options.framing)
+        with data.scenes_lock:
+            scene = data.scenes.get(key)
+        if isinstance(scene, ClipScene):
+            return scene
+        placement = frame_placement(data.frame_size, data.face_extent, (options.width, options.height), options.framing)
+        s = placement.scale
+        to_canvas = np.array(
+            [[s, 0.0, placement.offset_x + 0.5 * s - 0.5], [0.0, s, placement.offset_y + 0.5 * s - 0.5]]
+        )
+        bars = render_on_canvas(data.base_rgb(0), placement, options.width, options.height)
+        covered = placement.covered(options.width, options.height)
+        scene = cls(to_canvas, bars, (options.width, options.height), covered)
+        with data.scenes_lock:
+            while len(data.scenes) >= 4:
+                data.scenes.pop(next(iter(data.scenes)))
+            data.scenes[key] = scene
+        return scene
+
+
+@dataclass(frozen=True)
+class BlendRecord:
+    """Where the last frame's mouth went, for measurements: the canvas box, the base
+    pixels under it before the blend, and the mask (soft, even when a hard one was used)."""
+
+    x0: int
+    y0: int
+    base: np.ndarray
+    alpha: np.ndarray
+    entry: int
+
+
+class ClipStream(EngineStream):
+    """One session of a clip avatar. Not thread-safe: one `step` at a time."""
+
+    def __init__(self, data: ClipIdentityData, options: StreamOptions, hard_mask: bool = False) -> None:
+        self._data = data
+        self._scene = ClipScene.of(data, options)
+        self._frame_s = 1.0 / float(options.fps)
+        self._dt = self._frame_s
+        self._last_index = -1
+        rng = np.random.default_rng(options.seed)
+        self._walker = GraphWalker(data.graph, rng, float(options.fps))
+        self._selector = MouthSelector(data.library)
+        self._speech = SpeechMouth(self._frame_s)
+        self._mouth = Spring(len(MouthShape.FIELDS), _MOUTH_OMEGA)
+        self._calm = Spring(1, 3.0)
+        self._listen_env = 0.0
+        #: For tests that must see a hard seam fail: no feather at the mask's edge.
+        self.hard_mask = hard_mask
+        self.last_blend: BlendRecord | None = None
+        self.last_base = -1
+        self.last_entry = -1
+        #: The inner opening (F units) the last frame asked for.
+        self.last_target_opening = 0.0
+
+    def step(self, cond: Conditioning) -> list[np.ndarray]:
+        t = cond.frame_index * self._frame_s
+        self._dt = max(cond.frame_index - self._last_index, 1) * self._frame_s
+        self._last_index = cond.frame_index
+        target, speaking = self._target(cond, t)
+        listen = np.asarray(cond.listen, dtype=np.float32)
+        heard = len(listen) > 0 and level_db(listen) > -45.0
+        self._listen_env = 1.0 if heard else max(0.0, self._listen_env - self._dt)
+        calm = float(self._calm.step(np.array([0.0 if speaking else 1.0]), self._dt)[0])
+        base = self._walker.step(calm)
+        data = self._data
+        rgb = data.base_rgb(base.index)
+        if base.fade_from >= 0:
+            rgb = cv2.addWeighted(data.base_rgb(base.fade_from), base.fade, rgb, 1.0 - base.fade, 0.0)
+        frame = self._place(rgb)
+        self.last_target_opening = self._selector.opening_of(target)
+        own = int(data.base_entry[base.index])
+        entry = self._selector.choose(target, own)
+        self.last_base, self.last_entry = base.index, entry
+        if entry != own or base.fade_from >= 0:
+            self._paste(frame, base.index, own, entry)
+        else:
+            self.last_blend = None
+        return [frame]
+
+    def reset_speech(self) -> None:
+        self._speech.reset()
+
+    def close(self) -> None:
+        self._speech.reset()
+
+    def _place(self, rgb: np.ndarray) -> np.ndarray:
+        """The base picture on the canvas. Only the covered box is warped (a warp that leaves
+        the rest of its output untouched costs several times more)."""
+        scene = self._scene
+        x0, y0, x1, y1 = scene.covered
+        shift = scene.to_canvas - np.array([[0.0, 0.0, x0], [0.0, 0.0, y0]])
+        part = cv2.warpAffine(rgb, shift, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        w, h = scene.size
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            return part
+        frame = scene.bars.copy()
+        frame[y0:y1, x0:x1] = part
+        return frame
+
+    def _target(self, cond: Conditioning, t: float) -> tuple[np.ndarray, bool]:
+        shape, _ = self._speech.target(cond, t, self._dt)
+        m_open, m_width, m_teeth, m_close, _, _ = self._mouth.step(np.array(shape.as_tuple()), self._dt)
+        opening = max(m_open, 0.0) * clamp(1.0 - 1.7 * m_close, 0.0, 1.0)
+        teeth = clamp(m_teeth, 0.0, 1.0) * clamp(3.0 * opening, 0.0, 1.0)
+        speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
+        return self._selector.features(clamp(opening, 0.0, 1.0), clamp(m_width, -1.0, 1.0), teeth), speaking
+
+    def _paste(self, frame: np.ndarray, base: int, own: int, entry: int) -> None:
+        data, lib = self._data, self._data.library
+        to_canvas = compose(self._scene.to_canvas, patch_to_frame(data.canon_to_frame[base]))
+        ph, pw = lib.patches.shape[1:3]
+        corners = np.array([[0, 0], [pw, 0], [0, ph], [pw, ph]], np.float64) @ to_canvas[:, :2].T + to_canvas[:, 2]
+        h, w = frame.shape[:2]
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            self.last_blend = None
+            return
+        # ROI pixel -> patch pixel.
+        back = compose(invert(to_canvas), np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]]))
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        size = (int(x1 - x0), int(y1 - y0))
+        patch = cv2.warpAffine(lib.patches[entry], back, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        mask = lib.masks[lib.mask_for(max(chin_depth(data, entry), chin_depth(data, own)))]
+        alpha = cv2.warpAffine(mask, back, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        roi = frame[y0:y1, x0:x1]
+        self.last_blend = BlendRecord(int(x0), int(y0), roi.copy(), alpha, entry)
+        if self.hard_mask:
+            alpha = (alpha >= 0.5).astype(np.float32)
+        gain = np.clip(lib.ring[own] / np.maximum(lib.ring[entry], 1.0), *_GAIN).astype(np.float32)
+        base_px = roi.astype(np.float32)
+        mixed = base_px + alpha[..., None] * (patch.astype(np.float32) * gain - base_px)
+        roi[:] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)

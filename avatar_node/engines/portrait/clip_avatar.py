@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 #: Least usable footage accepted, and what a good avatar wants.
 MIN_USABLE_S = 3.0
 GOOD_USABLE_S = 20.0
+#: A clip that shows a face in less than this share of its frames shows none.
+NO_FACE_SHARE = 0.2
 #: Frames with a second face beyond this share of those checked: the clip is refused.
 MAX_CROWDED_SHARE = 0.3
 #: Most memory the base frames may take.
@@ -144,10 +146,12 @@ def chin_depth(data: ClipIdentityData, entry: int) -> float:
 
 
 def _check(tracked: TrackedClip) -> None:
-    if tracked.frames_with_face == 0:
+    usable_s = float(tracked.usable.sum()) / CLIP_FPS
+    if usable_s < MIN_USABLE_S and tracked.frames_with_face < NO_FACE_SHARE * len(tracked.usable):
+        seen = tracked.frames_with_face / CLIP_FPS
         raise AvatarInputError(
-            "No face was found in the avatar clip. Record yourself facing the camera, in even light, "
-            "with your face at least about 100 pixels wide.",
+            f"No face was found in the avatar clip (a face showed in {seen:.1f} s of it at most). Record "
+            "yourself facing the camera, in even light, with your face at least about 100 pixels wide.",
             "NO_FACE",
         )
     if tracked.frames_with_several_faces > MAX_CROWDED_SHARE * max(tracked.frames_checked_for_faces, 1):
@@ -156,7 +160,6 @@ def _check(tracked: TrackedClip) -> None:
             "you in the picture.",
             "SEVERAL_FACES",
         )
-    usable_s = float(tracked.usable.sum()) / CLIP_FPS
     if usable_s < MIN_USABLE_S:
         worst = max(tracked.dropped, key=lambda r: tracked.dropped[r])
         raise AvatarInputError(

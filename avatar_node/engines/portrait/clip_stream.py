@@ -32,6 +32,10 @@ from avatar_node.media.canvas import render_on_canvas
 _MOUTH_OMEGA = np.array([40.0, 30.0, 24.0, 45.0, 36.0, 24.0])
 #: Colour gain limits when matching a mouth to its base frame.
 _GAIN = (0.85, 1.18)
+#: Shading match: the difference field is worked on at 1/_SHADING_STEP of the patch's size;
+#: _SHADING_PRIOR is how much weight the band's mean difference has where no band is near.
+_SHADING_STEP = 6
+_SHADING_PRIOR = 0.05
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,9 +178,28 @@ class ClipStream(EngineStream):
         alpha = cv2.warpAffine(mask, back, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
         roi = frame[y0:y1, x0:x1]
         self.last_blend = BlendRecord(int(x0), int(y0), roi.copy(), alpha, entry)
-        if self.hard_mask:
-            alpha = (alpha >= 0.5).astype(np.float32)
         gain = np.clip(lib.ring[own] / np.maximum(lib.ring[entry], 1.0), *_GAIN).astype(np.float32)
         base_px = roi.astype(np.float32)
-        mixed = base_px + alpha[..., None] * (patch.astype(np.float32) * gain - base_px)
+        mouth = _match_shading(patch.astype(np.float32) * gain, base_px, alpha)
+        if self.hard_mask:
+            alpha = (alpha >= 0.5).astype(np.float32)
+        mixed = base_px + alpha[..., None] * (mouth - base_px)
         roi[:] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def _match_shading(mouth: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The mouth patch with the base frame's light: the low-frequency difference between the
+    two where the mask fades (both show there), carried smoothly inward, is added to the patch.
+    A plain gain cannot follow light that changes across the face, or a background that moved."""
+    h, w = alpha.shape
+    band = ((alpha > 0.02) & (alpha < 0.85)).astype(np.float32)
+    small = (max(w // _SHADING_STEP, 2), max(h // _SHADING_STEP, 2))
+    diff = cv2.resize((base - mouth) * band[..., None], small, interpolation=cv2.INTER_AREA)
+    weight = cv2.resize(band, small, interpolation=cv2.INTER_AREA)
+    sigma = max(small) / 6.0
+    diff = cv2.GaussianBlur(diff, (0, 0), sigma)
+    weight = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
+    # Where no band is near (the middle of the mouth), the band's mean difference.
+    mean = diff.reshape(-1, 3).sum(0) / max(float(weight.sum()), 1e-6)
+    field = (diff + _SHADING_PRIOR * mean) / (weight + _SHADING_PRIOR)
+    return mouth + cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)

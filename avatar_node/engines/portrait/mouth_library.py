@@ -27,15 +27,15 @@ from avatar_node.engines.portrait import topology as topo
 STABLE = (33, 133, 362, 263, 168, 6, 197, 1, 2, 98, 327)
 SUBNASALE = 2
 #: The patch: canonical x in [X0, X1], y in [Y0, Y1], PIXELS_PER_F pixels per F.
-X0, X1, Y0, Y1 = -0.8, 0.8, 0.35, 1.8
+X0, X1, Y0, Y1 = -0.85, 0.85, 0.35, 2.0
 PIXELS_PER_F = 72
 PATCH_W = int(round((X1 - X0) * PIXELS_PER_F))
 PATCH_H = int(round((Y1 - Y0) * PIXELS_PER_F))
 #: Blend mask: half width, and its feather (F units): the mask fades over this distance.
-MASK_HALF_WIDTH = 0.62
-FEATHER = 0.16
+MASK_HALF_WIDTH = 0.66
+FEATHER = 0.24
 #: Room below the lower of the two chins (base frame's and chosen mouth's), F units.
-CHIN_MARGIN = 0.1
+CHIN_MARGIN = 0.22
 #: Mask bottoms are made in these steps (F units), from MASK_LOWEST to the patch's end.
 MASK_STEP = 0.04
 

@@ -7,6 +7,7 @@
 - `synthetic_clip()`: the photo engine speaking known sentences from the bundled sample
   photo, encoded to MP4: every frame's inner-lip gap is known from the renderer itself.
 - `encode_mp4(frames)`: frames to an MP4 in memory (PyAV, libx264).
+- `bad_clip(case, synthetic)`: a clip with one thing wrong, for the rejection tests.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 
 from avatar_node.engines.base import StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
+from avatar_node.engines.portrait.clip_decode import MAX_CLIP_BYTES
 from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
 from avatar_node.speech.tts import SpeechSynthesizer
 
@@ -105,3 +107,20 @@ def synthetic_clip(width: int = 640, height: int = 360) -> SyntheticClip:
         gap = float(np.mean(lips["inner_lower"][4:7, 1] - lips["inner_upper"][4:7, 1]))
         opening.append(max(gap, 0.0) / f)
     return SyntheticClip(encode_mp4(frames), frames, np.array(opening))
+
+
+def bad_clip(case: str, synthetic: SyntheticClip) -> bytes:
+    """A clip with one thing wrong (shared with the node's tests)."""
+    if case == "no face":
+        return real_clip("bikes")
+    if case == "two faces":
+        pairs = [np.concatenate([f[:, 120:520], f[:, 120:520]], 1) for f in synthetic.frames[: 4 * SYNTHETIC_FPS]]
+        return encode_mp4(pairs, crf=28)
+    if case == "too short":
+        return encode_mp4(synthetic.frames[: int(2.2 * SYNTHETIC_FPS)])
+    if case == "too large":
+        return b"\x00\x00\x00\x20ftypisom" + bytes(MAX_CLIP_BYTES)
+    if case == "too long":
+        grey = [np.full((32, 32, 3), 128, np.uint8)] * 182
+        return encode_mp4(grey, fps=1)
+    return b"\x00\x00\x00\x20ftypisom" + bytes(range(256)) * 40

@@ -16,12 +16,12 @@ import pytest
 from avatar_node.engines.base import AvatarInputError, Identity, StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
 from avatar_node.engines.portrait.clip_avatar import ClipIdentityData
-from avatar_node.engines.portrait.clip_decode import MAX_CLIP_BYTES, decode_clip, looks_like_video
+from avatar_node.engines.portrait.clip_decode import decode_clip, looks_like_video
 from avatar_node.engines.portrait.clip_stream import ClipStream
 from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
 from avatar_node.speech.tts import SpeechSynthesizer
 
-from .clip_media import SYNTHETIC_FPS, SyntheticClip, encode_mp4, real_clip, synthetic_clip
+from .clip_media import SyntheticClip, bad_clip, real_clip, synthetic_clip
 
 SMALL = StreamOptions(width=424, height=240, fps=25.0, seed=5)
 
@@ -229,10 +229,6 @@ def test_a_short_clip_works_with_a_note(carphone_avatar: Identity) -> None:
     assert 3.0 <= data.usable_s < 20.0
 
 
-def _frames_of(synthetic: SyntheticClip, count: int) -> list[np.ndarray]:
-    return synthetic.frames[:count]
-
-
 @pytest.mark.parametrize(
     "case, reason, words",
     [
@@ -251,20 +247,3 @@ def test_unusable_clips_are_refused_with_a_fix(
         engine.prepare(bad_clip(case, synthetic))
     assert caught.value.reason == reason, str(caught.value)
     assert words in str(caught.value), str(caught.value)
-
-
-def bad_clip(case: str, synthetic: SyntheticClip) -> bytes:
-    """A clip with one thing wrong (shared with the node's tests)."""
-    if case == "no face":
-        return real_clip("bikes")
-    if case == "two faces":
-        pairs = [np.concatenate([f[:, 120:520], f[:, 120:520]], 1) for f in synthetic.frames[: 4 * SYNTHETIC_FPS]]
-        return encode_mp4(pairs, crf=28)
-    if case == "too short":
-        return encode_mp4(_frames_of(synthetic, int(2.2 * SYNTHETIC_FPS)))
-    if case == "too large":
-        return b"\x00\x00\x00\x20ftypisom" + bytes(MAX_CLIP_BYTES)
-    if case == "too long":
-        grey = [np.full((32, 32, 3), 128, np.uint8)] * 182
-        return encode_mp4(grey, fps=1)
-    return b"\x00\x00\x00\x20ftypisom" + bytes(range(256)) * 40

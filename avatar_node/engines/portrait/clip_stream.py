@@ -21,7 +21,7 @@ from avatar_node.engines.portrait.clip_avatar import ClipIdentityData, chin_dept
 from avatar_node.engines.portrait.framing import frame_placement
 from avatar_node.engines.portrait.motion import Spring
 from avatar_node.engines.portrait.motion_graph import GraphWalker
-from avatar_node.engines.portrait.mouth_library import compose, invert, patch_to_frame
+from avatar_node.engines.portrait.mouth_library import apply, compose, invert, patch_to_frame
 from avatar_node.engines.portrait.mouth_select import MouthSelector
 from avatar_node.engines.portrait.mouth_target import SpeechMouth
 from avatar_node.engines.portrait.speech_features import MouthShape, clamp, level_db
@@ -29,12 +29,12 @@ from avatar_node.media.canvas import render_on_canvas
 
 # Mouth target springs (MouthShape order): quick, since the chosen mouths are real motion
 # that brings its own smoothness.
-_MOUTH_OMEGA = np.array([40.0, 30.0, 24.0, 45.0, 36.0, 24.0])
+_MOUTH_OMEGA = np.array([60.0, 30.0, 24.0, 60.0, 36.0, 24.0])
 #: Colour gain limits when matching a mouth to its base frame.
 _GAIN = (0.85, 1.18)
 #: Shading match: the difference field is worked on at 1/_SHADING_STEP of the patch's size;
 #: _SHADING_PRIOR is how much weight the band's mean difference has where no band is near.
-_SHADING_STEP = 6
+_SHADING_STEP = 4
 _SHADING_PRIOR = 0.05
 
 
@@ -196,10 +196,20 @@ def _match_shading(mouth: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np
     small = (max(w // _SHADING_STEP, 2), max(h // _SHADING_STEP, 2))
     diff = cv2.resize((base - mouth) * band[..., None], small, interpolation=cv2.INTER_AREA)
     weight = cv2.resize(band, small, interpolation=cv2.INTER_AREA)
-    sigma = max(small) / 6.0
+    sigma = max(small) / 14.0
     diff = cv2.GaussianBlur(diff, (0, 0), sigma)
     weight = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
     # Where no band is near (the middle of the mouth), the band's mean difference.
     mean = diff.reshape(-1, 3).sum(0) / max(float(weight.sum()), 1e-6)
     field = (diff + _SHADING_PRIOR * mean) / (weight + _SHADING_PRIOR)
     return mouth + cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def clip_mouth_box(data: ClipIdentityData, options: StreamOptions) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) canvas pixels holding the mouth and the jaw's travel in every base
+    frame, for measurements."""
+    scene = ClipScene.of(data, options)
+    corners = np.array([[-0.38, 0.55], [0.38, 0.55], [-0.38, 1.0], [0.38, 1.0]])
+    points = np.concatenate([apply(compose(scene.to_canvas, m), corners) for m in data.canon_to_frame])
+    (x0, y0), (x1, y1) = np.floor(points.min(0)).astype(int), np.ceil(points.max(0)).astype(int)
+    return max(int(x0), 0), max(int(y0), 0), min(int(x1), options.width), min(int(y1), options.height)

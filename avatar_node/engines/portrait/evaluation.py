@@ -17,8 +17,12 @@ from avatar_node.engines.base import Identity, StreamOptions
 
 def mouth_box(identity: Identity, options: StreamOptions) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) canvas pixels around the mouth and the jaw's travel when open."""
+    from avatar_node.engines.portrait.clip_avatar import ClipIdentityData
+    from avatar_node.engines.portrait.clip_stream import clip_mouth_box
     from avatar_node.engines.portrait.engine import PortraitIdentityData, canvas_rig
 
+    if isinstance(identity.data, ClipIdentityData):
+        return clip_mouth_box(identity.data, options)
     if not isinstance(identity.data, PortraitIdentityData):
         raise ValueError("mouth_box needs an identity prepared by the portrait engine")
     _, rig = canvas_rig(identity.data, options)

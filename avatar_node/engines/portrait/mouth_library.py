@@ -11,7 +11,8 @@ goes where the chosen mouth's jaw puts it.
 
 Shape descriptors, in F units of the canonical frame: inner opening (lip gap at the
 centre), width (corner to corner), rounding (outer height over width), teeth (share of
-the opening that is bright and grey), jaw (the chin's depth below the eyes).
+the opening that is bright and grey), jaw (the chin's depth below the eyes), dark (the
+dark opening between the outer lips, over the width: how open the mouth looks).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ CHIN_MARGIN = 0.22
 #: Mask bottoms are made in these steps (F units), from MASK_LOWEST to the patch's end.
 MASK_STEP = 0.04
 
-DESCRIPTORS = ("opening", "width", "rounding", "teeth", "jaw")
-OPENING, WIDTH, ROUNDING, TEETH, JAW = range(5)
+DESCRIPTORS = ("opening", "width", "rounding", "teeth", "jaw", "dark")
+OPENING, WIDTH, ROUNDING, TEETH, JAW, DARK = range(6)
 
 # Patch pixel -> canonical coordinates.
 _PATCH_TO_CANON = np.array(
@@ -97,7 +98,7 @@ class MouthLibrary:
     """Every usable frame's lower face in the canonical patch, with its shape; read-only."""
 
     patches: np.ndarray  # (M, PATCH_H, PATCH_W, 3) uint8
-    descriptors: np.ndarray  # (M, 5) float32, DESCRIPTORS order
+    descriptors: np.ndarray  # (M, 6) float32, DESCRIPTORS order
     ring: np.ndarray  # (M, 3) float32: mean colour where the blend mask fades
     source: np.ndarray  # (M,) int: the clip frame it came from
     successor: np.ndarray  # (M,) int: the entry of the next clip frame, -1 at a cut
@@ -165,7 +166,26 @@ def _shape(canon: np.ndarray, patch: np.ndarray) -> np.ndarray:
     width = float(canon[topo.MOUTH_RIGHT_CORNER, 0] - canon[topo.MOUTH_LEFT_CORNER, 0])
     outer_h = float(canon[topo.LOWER_LIP_OUTER_CENTRE, 1] - canon[topo.UPPER_LIP_OUTER_CENTRE, 1])
     rounding = outer_h / max(width, 1e-3)
-    return np.array([opening, width, rounding, _teeth(patch, upper, lower), canon[topo.CHIN, 1]], np.float32)
+    teeth = _teeth(patch, upper, lower)
+    dark = _dark_opening(patch, canon, width)
+    return np.array([opening, width, rounding, teeth, canon[topo.CHIN, 1], dark], np.float32)
+
+
+def _dark_opening(patch: np.ndarray, canon: np.ndarray, width: float) -> float:
+    """How open the mouth looks: the dark area between the outer lips over the mouth's width
+    (F units; the landmarks' inner-lip gap misses an opening the teeth fill)."""
+    outer = np.concatenate([canon[list(topo.LIPS_OUTER_UPPER)], canon[list(topo.LIPS_OUTER_LOWER)][::-1]])
+    polygon = np.round(canon_to_patch(outer) * 4).astype(np.int32)
+    lips = np.zeros(patch.shape[:2], np.uint8)
+    cv2.fillPoly(lips, [polygon], 1, lineType=cv2.LINE_8, shift=2)
+    if not lips.any():
+        return 0.0
+    luma = patch.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    x0, y0 = np.maximum(polygon.min(0) // 4, 0)
+    x1, y1 = polygon.max(0) // 4 + 1
+    skin = float(np.percentile(luma[y0:y1, x0:x1], 75))
+    dark = int(((luma < 0.45 * skin) & (lips > 0)).sum())
+    return dark / (max(width, 1e-3) * PIXELS_PER_F) / PIXELS_PER_F
 
 
 def _teeth(patch: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar_node.engines.portrait.mouth_library import OPENING, TEETH, WIDTH, MouthLibrary
+from avatar_node.engines.portrait.mouth_library import DARK, OPENING, TEETH, WIDTH, MouthLibrary
 
-#: Weights of opening, width and teeth in the shape cost.
-_WEIGHTS = np.array([1.0, 0.25, 0.12])
+#: Weights of opening (the lip gap, and how dark the mouth looks), width and teeth in the shape cost.
+_WEIGHTS = np.array([0.6, 0.6, 0.12, 0.06])
 #: Join costs: cutting to a new stretch, holding the same frame, and per unit of shape jump.
 CUT_COST = 0.03
 HOLD_COST = 0.01
-CUT_SHAPE_COST = 0.5
+CUT_SHAPE_COST = 0.3
 #: The running sequence is kept unless a rival is better by this much.
 KEEP_MARGIN = 0.012
 #: A small preference for the base frame's own mouth: no seam at all where it fits.
@@ -33,14 +33,15 @@ class MouthSelector:
     def __init__(self, library: MouthLibrary) -> None:
         self._lib = library
         d = library.descriptors.astype(np.float64)
-        cols = [OPENING, WIDTH, TEETH]
+        cols = [OPENING, DARK, WIDTH, TEETH]
         lo, mid, hi = np.percentile(d[:, cols], [5, 50, 95], axis=0)
-        self.closed_opening, self.open_opening = float(lo[0]), float(max(hi[0], lo[0] + 1e-3))
-        self.width_range = (float(lo[1]), float(mid[1]), float(hi[1]))
+        self._closed, self._open = lo[:2], np.maximum(hi[:2], lo[:2] + 1e-3)
+        self.width_range = (float(lo[2]), float(mid[2]), float(hi[2]))
         span = np.maximum(hi - lo, 1e-3)
-        span[2] = 1.0  # teeth is a share already
+        span[3] = 1.0  # teeth is a share already
         self._span = span
-        self._features = (d[:, cols] - [0.0, mid[1], 0.0]) / span
+        self._centre = np.array([0.0, 0.0, mid[2], 0.0])
+        self._features = (d[:, cols] - self._centre) / span
         self._prev = -1
 
     def reset(self) -> None:
@@ -51,8 +52,8 @@ class MouthSelector:
         `width` -1..1 (rounded..spread), `teeth` 0..1."""
         lo, mid, hi = self.width_range
         w = mid + width * ((hi - mid) if width > 0 else (mid - lo))
-        op = self.closed_opening + opening * (self.open_opening - self.closed_opening)
-        return (np.array([op, w, teeth]) - [0.0, mid, 0.0]) / self._span
+        op = self._closed + opening * (self._open - self._closed)
+        return (np.array([op[0], op[1], w, teeth]) - self._centre) / self._span
 
     def opening_of(self, features: np.ndarray) -> float:
         """The inner opening (F units) a feature vector stands for."""

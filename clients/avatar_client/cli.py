@@ -4,6 +4,7 @@
     avatar speak speech.wav --image me.jpg -o speech.mp4 --target 10.0.0.5:50051
     avatar info --target 10.0.0.5:50051
     avatar prepare me.jpg --target 10.0.0.5:50051         # prints an id for --avatar-id
+    avatar prepare --video me.mp4 --target 10.0.0.5:50051 # an avatar from a clip of the person
     avatar say "Hi" --avatar-id ID --target 10.0.0.5:50051 --ca ca.pem -o hi.mp4
     avatar obs --setup          # the avatar as a live source in OBS (the [obs] extra)
     avatar cam --image me.jpg --say "Hello everyone"      # virtual camera + microphone
@@ -30,7 +31,7 @@ import grpc
 from tqdm import tqdm
 
 from .audio import read_audio_file
-from .client import AsyncAvatarClient, load_image
+from .client import MAX_MESSAGE_BYTES, AsyncAvatarClient, load_image
 from .errors import AvatarError
 from .events import NodeInfo, PreparedAvatar
 from .render import RenderResult, render_to_mp4
@@ -115,9 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser(
         "prepare", parents=[connection],
-        help="upload a photo to the --target node, print its id (for --avatar-id)",
+        help="upload a photo (or, with --video, a clip of the person) to the --target node, print its id "
+             "(for --avatar-id)",
     )
-    prepare.add_argument("image", type=Path, metavar="IMAGE")
+    prepare.add_argument("image", type=Path, metavar="IMAGE", nargs="?")
+    prepare.add_argument("--video", type=Path, metavar="CLIP",
+                         help="a 30-120 s video of the person talking (MP4, MOV or WebM; 3 s at least), not a photo")
     prepare.add_argument("--engine", default="")
     prepare.set_defaults(run=run_prepare)
 
@@ -320,7 +324,13 @@ def run_prepare(args: argparse.Namespace) -> int:
     if not args.target:
         raise UsageError("avatar prepare needs --target HOST:PORT: the id it prints names the photo on that "
                          "node, for later --avatar-id (a node started just for this command would forget it)")
-    image = load_image(args.image)
+    if (args.image is None) == (args.video is None):
+        raise UsageError("avatar prepare takes a photo (IMAGE) or a clip (--video CLIP), one of them")
+    image = load_image(args.video or args.image)
+    if args.video and len(image) > MAX_MESSAGE_BYTES:
+        raise UsageError(f"{args.video} is {len(image) / 2**20:.1f} MB; a node takes at most "
+                         f"{MAX_MESSAGE_BYTES // 2**20} MB: re-encode it, e.g. `ffmpeg -i {args.video} "
+                         "-vf scale=-2:480 -crf 26 -an clip.mp4`, or cut it to 30-120 s")
     with node_target(args) as (target, token):
 
         async def go() -> PreparedAvatar:

@@ -191,8 +191,8 @@ class WebServer:
     async def _upload(self, request: web.Request) -> web.Response:
         too_big = error_response(
             413, "IMAGE_TOO_LARGE",
-            f"the photo is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; resize it (2048 px on the long side "
-            "is plenty) and upload it again",
+            f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; resize a photo (2048 px on the long "
+            "side is plenty) or re-encode a video (480p, 30-120 s) and upload it again",
         )
         if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
             return too_big

@@ -240,7 +240,7 @@ async function useAvatar(id) {
 
 async function upload(file) {
   const limit = page.info ? page.info.max_upload_bytes : Infinity;
-  if (file.size > limit) throw new Error(`the photo is over ${Math.round(limit / 1048576)} MiB; resize it first`);
+  if (file.size > limit) throw new Error(`the file is over ${Math.round(limit / 1048576)} MiB; resize the photo or re-encode the video (480p) first`);
   $("photo-note").textContent = "preparing...";
   const prepared = await api("/api/avatars", {
     method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,

@@ -179,30 +179,34 @@ class ClipStream(EngineStream):
         roi = frame[y0:y1, x0:x1]
         self.last_blend = BlendRecord(int(x0), int(y0), roi.copy(), alpha, entry)
         gain = np.clip(lib.ring[own] / np.maximum(lib.ring[entry], 1.0), *_GAIN).astype(np.float32)
-        base_px = roi.astype(np.float32)
-        mouth = _match_shading(patch.astype(np.float32) * gain, base_px, alpha)
+        mouth = _match_shading(patch, gain, roi, alpha)
         if self.hard_mask:
             alpha = (alpha >= 0.5).astype(np.float32)
-        mixed = base_px + alpha[..., None] * (mouth - base_px)
-        roi[:] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+        roi[:] = cv2.blendLinear(mouth, roi, alpha, 1.0 - alpha)
 
 
-def _match_shading(mouth: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _match_shading(patch: np.ndarray, gain: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The mouth patch with the base frame's light: the low-frequency difference between the
     two where the mask fades (both show there), carried smoothly inward, is added to the patch.
-    A plain gain cannot follow light that changes across the face, or a background that moved."""
+    A plain gain cannot follow light that changes across the face, or a background that moved.
+    The difference is taken on reduced copies (the field is smooth anyway)."""
     h, w = alpha.shape
     band = ((alpha > 0.02) & (alpha < 0.85)).astype(np.float32)
     small = (max(w // _SHADING_STEP, 2), max(h // _SHADING_STEP, 2))
-    diff = cv2.resize((base - mouth) * band[..., None], small, interpolation=cv2.INTER_AREA)
+    patch_small = cv2.resize(patch, small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    mouth_small = patch_small * gain
+    base_small = cv2.resize(base, small, interpolation=cv2.INTER_AREA).astype(np.float32)
     weight = cv2.resize(band, small, interpolation=cv2.INTER_AREA)
+    diff = (base_small - mouth_small) * weight[..., None]
     sigma = max(small) / 14.0
     diff = cv2.GaussianBlur(diff, (0, 0), sigma)
     weight = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
     # Where no band is near (the middle of the mouth), the band's mean difference.
     mean = diff.reshape(-1, 3).sum(0) / max(float(weight.sum()), 1e-6)
     field = (diff + _SHADING_PRIOR * mean) / (weight + _SHADING_PRIOR)
-    return mouth + cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
+    # The gain, near 1, joins the smooth field (as a change of the reduced patch's colour).
+    field += patch_small * (gain - 1.0)
+    return np.asarray(cv2.add(patch, cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR), dtype=cv2.CV_8U))
 
 
 def clip_mouth_box(data: ClipIdentityData, options: StreamOptions) -> tuple[int, int, int, int]:

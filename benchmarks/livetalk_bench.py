@@ -7,6 +7,7 @@ cache pass, cached VAE decode, compositing onto a 848x480 canvas) from a prepare
     python benchmarks/livetalk_bench.py --tiny                 # CPU smoke run, tiny random weights
     python benchmarks/livetalk_bench.py                        # full size, random weights, CUDA
     python benchmarks/livetalk_bench.py --weights DIR          # a real weights directory
+    python benchmarks/livetalk_bench.py --full-cpu-smoke       # one full-size block on the CPU, stage by stage
     python benchmarks/livetalk_bench.py --features-table [--weights DIR]
         # streamed vs whole-clip wav2vec2 features by look-ahead (random wav2vec2-base without DIR)
 
@@ -92,7 +93,14 @@ def main() -> int:
         "--vae", choices=("full", "tiny"), default="full", help="video decoder: the Wan2.1 VAE or the tiny taew2_1.pth"
     )
     parser.add_argument("--features-table", action="store_true", help="only measure streamed vs whole-clip audio features")
+    parser.add_argument(
+        "--full-cpu-smoke",
+        action="store_true",
+        help="one full-size block end to end on the CPU, random weights (many minutes, ~13 GB)",
+    )
     args = parser.parse_args()
+    if args.full_cpu_smoke:
+        return full_cpu_smoke()
     if args.features_table:
         return features_table(args.weights)
 
@@ -220,6 +228,109 @@ def run(engine: LiveTalkEngine, args: argparse.Namespace, written: float, loaded
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(engine.device) / 2**30:.2f} GiB")
     engine.close()
+    return 0
+
+
+def _peak_rss_gib(who: int = 0) -> float:
+    import resource
+
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(who or resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def full_cpu_smoke() -> int:
+    """One full-size block through every stage on the CPU, to catch what only the real shapes hit
+    (the GPU path is timed elsewhere). The weights are written in a child process so the peak
+    resident set printed afterwards is the engine's own, not the writer's."""
+    import multiprocessing
+    import resource
+
+    from avatar_node.media.encoder import H264Encoder
+
+    stages: list[tuple[str, float, str]] = []
+
+    def stage(name: str, seconds: float, shape: str, peak: float | None = None) -> None:
+        stages.append((name, seconds, shape))
+        peak = _peak_rss_gib() if peak is None else peak
+        print(f"{name:<34} {seconds:8.2f} s   {shape:<44} peak RSS {peak:5.2f} GiB", flush=True)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 on the CPU", flush=True)
+    with tempfile.TemporaryDirectory(prefix="livetalk-smoke-") as tmp:
+        t = time.perf_counter()
+        writer = multiprocessing.get_context("spawn").Process(
+            target=make_full_size_random_weights, args=(Path(tmp) / "w",), kwargs={"device": "cpu"}
+        )
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0:
+            print(f"writing the random weights failed (exit code {writer.exitcode})", file=sys.stderr)
+            return 1
+        root = Path(tmp) / "w"
+        size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        stage("write random weights (child)", time.perf_counter() - t, f"{size / 2**30:.2f} GiB on disk")
+        print(f"{'':<34} child peak RSS {_peak_rss_gib(resource.RUSAGE_CHILDREN):.2f} GiB", flush=True)
+
+        t = time.perf_counter()
+        engine = LiveTalkEngine(root, device="cpu", measure_capacity=False)
+        params = sum(p.numel() for p in engine.dit.parameters())
+        stage("load engine", time.perf_counter() - t, f"DiT {params / 1e9:.2f} B params, {engine.dtype}")
+
+        t = time.perf_counter()
+        identity = engine.prepare(PORTRAIT.read_bytes())
+        ref = identity.data.reference  # type: ignore[union-attr]
+        stage("prepare (face crop + VAE encode)", time.perf_counter() - t, f"reference latent {list(ref.shape)}")
+
+        t = time.perf_counter()
+        stream = engine.open(identity, StreamOptions(width=848, height=480, fps=16, seed=0))
+        stage("open 848x480", time.perf_counter() - t, f"KV cache {stream.session.cache.nbytes / 2**20:.0f} MiB")
+
+        audio = speech_16k(2.0)
+        cond = Driver(engine, stream, audio).next_cond()
+        t = time.perf_counter()
+        plan = stream.plan_block(cond)
+        took = time.perf_counter() - t
+        stage("speech features (wav2vec2)", took, f"{len(cond.speech)} samples -> {list(plan.audio.shape)}")
+
+        decoded: list[torch.Tensor] = []
+        decode_s: list[float] = []
+        peaks: list[float] = []  # the decode runs inside the step (before the cache pass): peaks on either side
+
+        def decode(clean: torch.Tensor) -> None:
+            peaks.append(_peak_rss_gib())
+            started = time.perf_counter()
+            decoded.append(stream.decode_block(clean))
+            decode_s.append(time.perf_counter() - started)
+            peaks.append(_peak_rss_gib())
+
+        t = time.perf_counter()
+        clean = engine.sampler.step(
+            [stream.session],
+            plan.audio[None].to(engine.device),
+            first_frames=[plan.first_latent],
+            prompts=[plan.prompt],
+            on_clean=decode,
+        )
+        total = time.perf_counter() - t
+        stage("DiT: 4 passes + cache pass", total - decode_s[0], f"clean latents {list(clean.shape)}", peaks[0])
+        stage("VAE decode (cached)", decode_s[0], f"frames {list(decoded[0].shape)} uint8", peaks[1])
+        print(f"{'':<34} peak RSS after the cache pass {_peak_rss_gib():.2f} GiB", flush=True)
+
+        t = time.perf_counter()
+        frames = stream.compose_frames(decoded[0])
+        stage("composite onto the canvas", time.perf_counter() - t, f"{len(frames)} x {list(frames[0].shape)}")
+
+        encoder = H264Encoder(848, 480, 16.0)
+        t = time.perf_counter()
+        units = [encoder.encode(frame) for frame in frames]
+        encoder.close()
+        took = time.perf_counter() - t
+        size = sum(len(u.data) for u in units)
+        stage(f"H.264 encode ({encoder.codec_name})", took, f"{len(units)} access units, {size} bytes")
+        stream.close()
+        engine.close()
+    block = sum(s for _, s, _ in stages[4:])
+    print(f"block total (features .. encode): {block:.1f} s; peak RSS {_peak_rss_gib():.2f} GiB "
+          f"(weights writer {_peak_rss_gib(resource.RUSAGE_CHILDREN):.2f} GiB)")
     return 0
 
 

@@ -9,7 +9,8 @@ cache pass, cached VAE decode, compositing onto a 848x480 canvas) from a prepare
     python benchmarks/livetalk_bench.py --weights DIR          # a real weights directory
     python benchmarks/livetalk_bench.py --full-cpu-smoke       # one full-size block on the CPU, stage by stage
     python benchmarks/livetalk_bench.py --features-table [--weights DIR]
-        # streamed vs whole-clip wav2vec2 features by look-ahead (random wav2vec2-base without DIR)
+        # live wav2vec2 features vs whole-clip ones by how much of the turn has arrived, for a
+        # sliding window and for the engine's rule (random wav2vec2-base without DIR)
 
 Figures:
 - first frame: open a stream and run its first block (9 frames) from a prepared avatar;
@@ -126,10 +127,13 @@ def main() -> int:
 
 
 def features_table(weights: Path | None) -> int:
-    from avatar_node.engines.livetalk.audio_features import Wav2VecEncoder, format_difference_table, streaming_difference_table
+    from avatar_node.engines.livetalk.audio_features import (
+        Wav2VecEncoder,
+        arrival_difference_table,
+        format_arrival_table,
+    )
     from avatar_node.engines.livetalk.weights import find_wav2vec_dir
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if weights is not None:
         encoder = Wav2VecEncoder(find_wav2vec_dir(weights))
         what = f"wav2vec2 from {find_wav2vec_dir(weights)}"
@@ -140,9 +144,10 @@ def features_table(weights: Path | None) -> int:
         encoder = Wav2VecEncoder.from_model(Wav2Vec2Model(Wav2Vec2Config()))
         what = "wav2vec2-base shapes with RANDOM weights (pass --weights DIR for the real table)"
     audio = speech_16k(1.0)[: 16_000 * 10]
-    rows = streaming_difference_table(encoder, audio, lookaheads=(0, 2, 4, 8, 16), contexts=(16, 48))
-    print(f"streamed vs whole-clip features, {what}, {len(audio) / 16000:.1f} s of espeak speech")
-    print(format_difference_table(rows))
+    rows = arrival_difference_table(encoder, audio)
+    print(f"features of a {len(audio) / 16000:.1f} s turn of espeak speech played step by step, against the "
+          f"whole clip's; {what}; look-ahead 4 frames (250 ms), sliding window 48 frames of past")
+    print(format_arrival_table(rows))
     return 0
 
 

@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of the cores live sessions may plan to use before new ones are refused "
                        "(admission control; raise it only to measure capacity)")
     serve.add_argument("--nvenc", action="store_true",
-                       help="encode H.264 with NVENC where an NVIDIA GPU offers it (else libx264, per session)")
+                       help="encode H.264 with NVENC where an NVIDIA GPU offers it (else libx264, per session; "
+                       "H100 and H200 have no encoder units)")
     serve.add_argument("--avatar-cache-mb", type=int, default=1024,
                        help="memory for prepared avatars kept for reuse (least recently used go first)")
     serve.add_argument("--web", action="store_true", help="also serve the web page and its WHEP endpoint "

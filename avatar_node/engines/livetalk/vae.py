@@ -320,9 +320,11 @@ class DecodeStream:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        out = self.vae.decode_cached(latents, self.cache)
+        # One latent frame at a time, as the release decodes: the same frames (the cache
+        # carries the causal context), with a third of a block's transient memory.
+        out = [self.vae.decode_cached(latent, self.cache) for latent in latents.split(1, dim=2)]
         self.latents_decoded += latents.shape[2]
-        return out
+        return torch.cat(out, dim=2)
 
     def reset(self) -> None:
         self.cache.clear()
@@ -351,7 +353,7 @@ def load_vae(
 
     Raises ValueError naming every missing, unexpected or mis-shaped tensor.
     """
-    from .weights import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     state = load_checkpoint(Path(path))
     with torch.device("meta"):

@@ -27,21 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from avatar_node.errors import AvatarInputError as AvatarInputError  # engines raise it; re-exported here
+
 #: Sample rate of the audio engines receive (speech and listen). wav2vec2 and Whisper use it.
 SPEECH_SAMPLE_RATE = 16_000
-
-
-class AvatarInputError(ValueError):
-    """The user's input cannot be used (no face, not an image, too large...).
-
-    The message is shown to the user as is: say what is wrong and what to do.
-    The node maps it to INVALID_ARGUMENT; `reason` is the machine-readable name that
-    goes with it (e.g. NO_FACE, BAD_IMAGE, IMAGE_TOO_LARGE, BAD_AUDIO).
-    """
-
-    def __init__(self, message: str, reason: str = "INVALID_INPUT") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from avatar_node.engines.base import AvatarInputError
+from avatar_node.errors import AvatarInputError
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar_node.engines.base import AvatarInputError, PhonemeEvent
+from avatar_node.engines.base import PhonemeEvent
+from avatar_node.errors import AvatarInputError
 from avatar_node.speech.espeak import PhonemeMark, SpeechTooLongError, shared_engine
 
 #: Longest text one request may carry. Longer text should be sent sentence by sentence,

@@ -23,10 +23,9 @@ from avatar_node.engines.livetalk.vae_tiny import (  # noqa: E402
     TinyDecodeStream,
     TinyVAE,
     TinyVAEConfig,
-    load_tiny_vae,
     tiny_vae_parameter_shapes,
 )
-from avatar_node.engines.livetalk.weights import TINY_VAE_FILE  # noqa: E402
+from avatar_node.engines.livetalk.weights import TINY_VAE_FILE, load_tiny_vae  # noqa: E402
 
 PORTRAIT = Path(__file__).resolve().parents[2] / "avatar_node" / "assets" / "sample_portrait.jpg"
 

@@ -61,7 +61,7 @@ from .prompts import BEHAVIOUR_PROMPTS, DEFAULT_PROMPT, PromptNotEncoded, Prompt
 from .sampler import BlockSampler, SessionState
 from .text_encoder import PromptEncoder
 from .vae import WanVAE, load_vae
-from .vae_tiny import StreamDecoder, TinyVAE, load_tiny_vae
+from .vae_tiny import StreamDecoder, TinyVAE
 from .weights import (
     DIT_FILE,
     PROMPTS_DIR,
@@ -74,6 +74,7 @@ from .weights import (
     find_wav2vec_dir,
     load_dit,
     load_model_config,
+    load_tiny_vae,
 )
 
 log = logging.getLogger(__name__)

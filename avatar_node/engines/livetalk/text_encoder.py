@@ -167,7 +167,7 @@ class PromptEncoder:
     ) -> None:
         from transformers import AutoTokenizer
 
-        from .weights import load_checkpoint
+        from .checkpoints import load_checkpoint
 
         self.cfg = cfg or TextEncoderConfig()
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)

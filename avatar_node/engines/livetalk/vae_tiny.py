@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -264,32 +263,3 @@ def adapt_time_grow(shapes: Mapping[str, tuple[int, ...]], cfg: TinyVAEConfig) -
         if got is not None and len(got) == 4 and got[1:] == want[1:] and got[0] > want[0] and got[0] % want[0] == 0:
             keep[name] = want[0]
     return keep
-
-
-def load_tiny_vae(
-    path: Path | str,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    latent_channels: int = 16,
-) -> TinyVAE:
-    """Build the tiny autoencoder and load ``taew2_1.pth`` into it strictly, by the
-    checkpoint's own names; widths come from the checkpoint.
-
-    Raises ValueError naming every missing, unexpected or mis-shaped tensor.
-    """
-    from .weights import check_tiny_vae, load_checkpoint
-
-    path = Path(path)
-    report = check_tiny_vae(path, latent_channels)
-    if not report.found or not report.ok:
-        raise ValueError(f"cannot load the tiny VAE decoder:\n{report.describe()}")
-    state = load_checkpoint(path)
-    shapes = {name: tuple(t.shape) for name, t in state.items()}
-    cfg = TinyVAEConfig.from_shapes(shapes)
-    for name, channels in adapt_time_grow(shapes, cfg).items():
-        state[name] = state[name][-channels:]
-    with torch.device("meta"):
-        model = TinyVAE(cfg)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-    return model.to(device).eval().requires_grad_(False)

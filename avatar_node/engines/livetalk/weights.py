@@ -27,15 +27,16 @@ with the network built on the meta device from the same shapes the engine will u
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .checkpoints import TensorInfo, load_checkpoint, read_safetensors_header, read_torch_checkpoint
 from .config import DiTConfig, ModelConfig, TextEncoderConfig, VAEConfig
 from .model import LiveTalkDiT, parameter_shapes
+from .vae_tiny import TinyVAE, TinyVAEConfig, adapt_time_grow, tiny_vae_parameter_shapes
 
 DIT_FILE = Path("LiveTalk-1.3B-V0.1/model.safetensors")
 CONFIG_FILE = Path("LiveTalk-1.3B-V0.1/config.json")
@@ -53,67 +54,6 @@ PROMPT_KEY = "prompt_embeds"
 DIT_DTYPES = frozenset({"F32", "BF16", "F16"})
 #: Prefixes training checkpoints put before the released names; the loader removes them.
 DIT_PREFIXES = ("generator.", "model.", "module.")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: str
-
-
-def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    """Names, shapes and dtypes in a safetensors file, from its header alone."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError(f"{path} is too short to be a safetensors file")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(size, 100_000_000):
-            raise ValueError(f"{path} is not a safetensors file (header length {length})")
-        header = json.loads(f.read(length))
-    data_size = size - 8 - length
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if entry["data_offsets"][1] > data_size:
-            raise ValueError(f"{path} is truncated ({name} ends past the end of the file); download it again")
-        tensors[name] = TensorInfo(tuple(entry["shape"]), entry["dtype"])
-    return tensors
-
-
-def _torch_load(path: Path, map_location: str) -> object:
-    try:
-        return torch.load(path, map_location=map_location, mmap=True, weights_only=True)
-    except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-        return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def read_torch_checkpoint(path: Path) -> dict[str, TensorInfo]:
-    """Names and shapes in a torch checkpoint, memory-mapped on the meta device."""
-    state = unwrap_state_dict(_torch_load(path, "meta"))
-    return {
-        k: TensorInfo(tuple(v.shape), str(v.dtype).removeprefix("torch."))
-        for k, v in state.items()
-        if isinstance(v, torch.Tensor)
-    }
-
-
-def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A torch checkpoint's tensors on the CPU (memory-mapped where the format allows)."""
-    state = unwrap_state_dict(_torch_load(path, "cpu"))
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def unwrap_state_dict(state: object) -> Mapping[str, object]:
-    """Training checkpoints nest the weights under one of these keys."""
-    if not isinstance(state, Mapping):
-        raise ValueError("the checkpoint does not hold a state dict")
-    for key in ("generator_ema", "generator", "state_dict", "model"):
-        if isinstance(state.get(key), Mapping):
-            return state[key]  # type: ignore[return-value]
-    return state
 
 
 def _strip_prefix(names: Iterable[str], prefixes: Iterable[str]) -> str:
@@ -252,8 +192,6 @@ def check_vae(path: Path, cfg: VAEConfig | None = None) -> ComponentReport:
 
 def check_tiny_vae(path: Path, latent_channels: int = 16) -> ComponentReport:
     """The optional tiny decoder: absent is fine, present must load strictly."""
-    from .vae_tiny import TinyVAEConfig, adapt_time_grow, tiny_vae_parameter_shapes
-
     report = ComponentReport("tiny VAE decoder (TAEHV taew2_1, optional)", path, optional=True)
     if not path.is_file():
         report.found = False
@@ -475,4 +413,31 @@ def load_dit(
     with torch.device("meta"):
         model = LiveTalkDiT(cfg)
     model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_tiny_vae(
+    path: Path | str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    latent_channels: int = 16,
+) -> TinyVAE:
+    """Build the tiny autoencoder and load ``taew2_1.pth`` into it strictly, by the
+    checkpoint's own names; widths come from the checkpoint.
+
+    Raises ValueError naming every missing, unexpected or mis-shaped tensor.
+    """
+    path = Path(path)
+    report = check_tiny_vae(path, latent_channels)
+    if not report.found or not report.ok:
+        raise ValueError(f"cannot load the tiny VAE decoder:\n{report.describe()}")
+    state = load_checkpoint(path)
+    shapes = {name: tuple(t.shape) for name, t in state.items()}
+    cfg = TinyVAEConfig.from_shapes(shapes)
+    for name, channels in adapt_time_grow(shapes, cfg).items():
+        state[name] = state[name][-channels:]
+    with torch.device("meta"):
+        model = TinyVAE(cfg)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.to(device).eval().requires_grad_(False)

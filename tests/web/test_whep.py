@@ -85,6 +85,27 @@ async def test_the_token_is_enforced_on_whep_and_the_api():
         await viewer.close()
 
 
+async def test_a_session_cannot_be_ended_read_or_driven_without_the_token():
+    with start_node(auth_token=TOKEN) as node:
+        viewer = WhepViewer(node.web_url, TOKEN)
+        assert (await viewer.start())[0] == 201
+        resource = viewer.resource
+        assert resource is not None
+        for token in (None, "wrong"):
+            stranger = WhepViewer(node.web_url, token)
+            stranger.resource = resource
+            assert await stranger.delete() == 401
+            status, body = await stranger.request("POST", resource + "/control", {"action": "interrupt"})
+            assert status == 401 and body["error"] == "BAD_TOKEN"
+            assert (await stranger.request("GET", resource + "/stats"))[0] == 401
+            await stranger.close()
+        assert node_sessions(node) == (1, 1), "a request without the token touched the session"
+        assert (await viewer.request("GET", resource + "/stats"))[0] == 200
+        assert await viewer.delete() == 200
+        await until(lambda: node_sessions(node) == (0, 0), 5, "the session to end after DELETE")
+        await viewer.close()
+
+
 def test_the_page_asks_for_the_token_and_works_once_signed_in(browser):
     with start_node(auth_token=TOKEN) as node:
         page, _ = open_page(browser, node.web_url + f"?size={W}x{H}")

@@ -73,7 +73,7 @@ async def test_sigterm_lets_running_sessions_finish_their_speech(photo):
     assert ended.reason == pb.END_REASON_NODE_SHUTDOWN
     finished = [t for t in streaming.of("turn") if t.kind == pb.TurnEvent.KIND_FINISHED]
     assert len(finished) == 1 and not finished[0].interrupted
-    assert abs(finished[0].played_ms - 3000) <= 40, finished[0].played_ms
+    assert finished[0].played_ms == finished[0].duration_ms == 3000, finished[0].played_ms  # late audio delays, never loses
     heard = np.frombuffer(b"".join(a.pcm for a in streaming.of("audio")), np.int16)
     assert np.count_nonzero(heard) >= 0.95 * 3 * 48000
 

@@ -20,22 +20,32 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 
-import grpc
 from tqdm import tqdm
 
 from .audio import read_audio_file
+from .cli_kit import (
+    CliError,
+    UsageError,
+    add_connection_arguments,
+    channel_credentials,
+    missing_extra,
+    parse_size,
+    photo_or_sample,
+    quiet_native_stderr,
+    read_photo,
+    run_guarded,
+    sample_image,
+)
 from .client import MAX_MESSAGE_BYTES, AsyncAvatarClient, load_image
-from .errors import AvatarError
 from .events import NodeInfo, PreparedAvatar
 from .render import RenderResult, render_to_mp4
-from .tls import tls_credentials
 
 try:
     from importlib.metadata import PackageNotFoundError, version
@@ -44,25 +54,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "unknown"
 
-SAMPLE_IMAGE = "assets/sample_portrait.jpg"
-
-
-class CliError(Exception):
-    """A failure to report as `error: <message>` with exit status 1."""
-
-
-class UsageError(CliError):
-    """A command line that cannot work as given: `error: <message>`, exit status 2."""
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 848x480, not {text!r}") from None
-    if width < 16 or height < 16 or width % 2 or height % 2:
-        raise argparse.ArgumentTypeError("width and height must be even and at least 16")
-    return width, height
+__all__ = ["CliError", "UsageError", "build_parser", "main", "parse_size", "sample_image"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,21 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument(
-        "--target", metavar="HOST:PORT", help="the node to use (default: start one in this process)"
-    )
-    connection.add_argument(
-        "--token",
-        default=os.environ.get("AVATAR_TOKEN"),
-        help="bearer token for a node that requires one (default: $AVATAR_TOKEN)",
-    )
-    connection.add_argument("--tls", action="store_true",
-                            help="connect with TLS, trusting the system's CAs (implied by --ca and --cert)")
-    connection.add_argument("--ca", type=Path, metavar="FILE",
-                            help="TLS: the PEM CA certificate that signed the node's")
-    connection.add_argument("--cert", type=Path, metavar="FILE",
-                            help="mutual TLS: this client's PEM certificate (with --key)")
-    connection.add_argument("--key", type=Path, metavar="FILE", help="mutual TLS: the PEM private key of --cert")
+    add_connection_arguments(connection)
+    # `avatar prepare` needs a running node: the id it prints names the photo there.
+    remote = argparse.ArgumentParser(add_help=False)
+    add_connection_arguments(remote, without_target="none; required")
 
     render = argparse.ArgumentParser(add_help=False, parents=[connection])
     who = render.add_mutually_exclusive_group()
@@ -99,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--fps", type=float, default=0.0, metavar="N",
                         help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)")
     render.add_argument("--voice", default="", help="text-to-speech voice (see `avatar info`)")
-    render.add_argument("--engine", default="", help="engine name (default: the node's default)")
-    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    render.add_argument("--engine", default="", help="engine name (default: the node's default; see `avatar info`)")
+    render.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no engine start-up chatter")
 
     say = commands.add_parser("say", parents=[render], help="render the avatar speaking TEXT")
     say.add_argument("text", metavar="TEXT")
@@ -115,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=run_info)
 
     prepare = commands.add_parser(
-        "prepare", parents=[connection],
+        "prepare", parents=[remote],
         help="upload a photo (or, with --video, a clip of the person) to the --target node, print its id "
              "(for --avatar-id)",
     )
     prepare.add_argument("image", type=Path, metavar="IMAGE", nargs="?")
     prepare.add_argument("--video", type=Path, metavar="CLIP",
                          help="a 30-120 s video of the person talking (MP4, MOV or WebM; 3 s at least), not a photo")
-    prepare.add_argument("--engine", default="")
+    prepare.add_argument("--engine", default="", help="the engine to prepare for (default: the node's default)")
     prepare.set_defaults(run=run_prepare)
 
     web = commands.add_parser("web", help="talk to the avatar in a browser: a node with its web page, in process")
@@ -131,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="127.0.0.1", help="the page's address (default: loopback only)")
     web.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
                      help="require this token on the page and its endpoints (default: $AVATAR_TOKEN)")
-    web.add_argument("--engine", default="portrait")
-    web.add_argument("--max-sessions", type=int, default=2)
+    web.add_argument("--engine", default="portrait", help="the engine to run (default: portrait)")
+    web.add_argument("--max-sessions", type=int, default=2, help="visitors at once (default 2)")
     web.add_argument("--open", action="store_true", help="open the page in the default browser")
     web.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = Ctrl+C)")
     web.set_defaults(run=run_web)
@@ -144,21 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     cam = commands.add_parser(
         "cam", parents=[connection], help="be a virtual camera and microphone for meeting apps"
     )
-    add_cam_arguments(cam, parse_size)
+    add_cam_arguments(cam)
     cam.set_defaults(run=run_cam)
     return parser
-
-
-def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    """TLS credentials from --tls/--ca/--cert/--key, or None for a plaintext connection."""
-    if not (args.tls or args.ca or args.cert or args.key):
-        return None
-    if not args.target:
-        raise UsageError("--tls, --ca, --cert and --key are for a remote node: add --target HOST:PORT")
-    try:
-        return tls_credentials(ca=args.ca, cert=args.cert, key=args.key)
-    except ValueError as error:
-        raise UsageError(str(error).replace("cert and key", "--cert and --key")) from None
 
 
 def connect(target: str, token: str | None, args: argparse.Namespace) -> AsyncAvatarClient:
@@ -189,13 +158,6 @@ def node_target(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
         yield node.target, None
     finally:
         node.stop()
-
-
-def sample_image() -> bytes:
-    try:
-        return resources.files("avatar_node").joinpath(SAMPLE_IMAGE).read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError):
-        raise CliError("the sample portrait is not installed; pass --image PHOTO") from None
 
 
 class ProgressBar:
@@ -242,11 +204,12 @@ def check_output(path: Path) -> None:
 
 def render(args: argparse.Namespace, **what: object) -> int:
     check_output(args.output)
-    image = None if args.avatar_id else (load_image(args.image) if args.image else sample_image())
+    image = None if args.avatar_id else photo_or_sample(args.image)
     width, height = args.size
     bar = ProgressBar(enabled=not args.quiet)
+    quiet = quiet_native_stderr() if args.quiet else contextlib.nullcontext()
     try:
-        with node_target(args) as (target, token):
+        with quiet, node_target(args) as (target, token):
 
             async def go() -> RenderResult:
                 async with connect(target, token, args) as client:
@@ -267,6 +230,9 @@ def render(args: argparse.Namespace, **what: object) -> int:
             result = asyncio.run(go())
     finally:
         bar.close()
+    if result.speech_s <= 0:
+        result.path.unlink(missing_ok=True)
+        raise CliError("the node made no speech of TEXT (nothing it can pronounce?): give it words to say")
     print(
         f"wrote {result.path}: {result.width}x{result.height} at {result.fps:g} fps, "
         f"{result.duration_s:.2f} s ({result.frames} frames) for {result.speech_s:.2f} s of speech, "
@@ -277,9 +243,9 @@ def render(args: argparse.Namespace, **what: object) -> int:
 
 
 def run_say(args: argparse.Namespace) -> int:
-    if not args.text.strip():
-        raise CliError("nothing to say: TEXT is empty")
-    return render(args, text=args.text)
+    if not any(ch.isalnum() for ch in args.text):
+        raise UsageError(f"nothing to say: TEXT {args.text!r} has no words")
+    return render(args, text=args.text)  # long text is spoken as several turns (render_to_mp4)
 
 
 def run_speak(args: argparse.Namespace) -> int:
@@ -294,6 +260,7 @@ def format_info(info: NodeInfo) -> str:
         f"version:   {info.version}",
         f"sessions:  {info.active_sessions}/{info.max_sessions} active"
         + ("  (draining)" if info.draining else ""),
+        f"load:      {info.load:.0%} of the node's compute used by live sessions",
         f"auth:      {'token required' if info.auth_required else 'none'}",
         f"messages:  up to {info.max_message_bytes} bytes, images up to {info.max_image_pixels} pixels",
         "engines:",
@@ -326,8 +293,8 @@ def run_prepare(args: argparse.Namespace) -> int:
                          "node, for later --avatar-id (a node started just for this command would forget it)")
     if (args.image is None) == (args.video is None):
         raise UsageError("avatar prepare takes a photo (IMAGE) or a clip (--video CLIP), one of them")
-    image = load_image(args.video or args.image)
-    if args.video and len(image) > MAX_MESSAGE_BYTES:
+    image = load_image(args.video) if args.video else read_photo(args.image)
+    if args.video and len(image) > MAX_MESSAGE_BYTES:  # (a photo is checked by read_photo)
         raise UsageError(f"{args.video} is {len(image) / 2**20:.1f} MB; a node takes at most "
                          f"{MAX_MESSAGE_BYTES // 2**20} MB: re-encode it, e.g. `ffmpeg -i {args.video} "
                          "-vf scale=-2:480 -crf 26 -an clip.mp4`, or cut it to 30-120 s")
@@ -380,18 +347,18 @@ def run_web(args: argparse.Namespace) -> int:
 
 
 def run_obs(argv: Sequence[str]) -> int:
-    """`avatar obs`: lives in the optional OBS integration, imported only when asked for."""
+    """`avatar obs` lives in the optional OBS integration: imported by name, only when asked for,
+    so that the client never depends on an integration."""
     try:
-        from avatar_obs.cli import main as obs_main
+        obs_cli = importlib.import_module("avatar_obs.cli")
     except ImportError as error:
-        missing = getattr(error, "name", None) or str(error)
-        print(
-            f"error: `avatar obs` needs the OBS extra ({missing} is missing): "
-            "pip install 'avatar-node[obs]'",
-            file=sys.stderr,
-        )
+        line = missing_extra("avatar obs", "obs", "OBS", error)
+        if {"-h", "--help"} & set(argv):
+            print("usage: avatar obs [options]: the avatar as a live source in OBS, or RTMP out\n" + line)
+            return 0
+        print(f"error: {line}", file=sys.stderr)
         return 1
-    return obs_main(argv)
+    return int(obs_cli.main(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -399,19 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["obs"]:
         return run_obs(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except AvatarError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (CliError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 1
+    return run_guarded(lambda: int(args.run(args)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from .client import AsyncAvatarClient
 from .events import Stats, TurnEvent, TurnKind, VideoPacket
 from .mp4 import Mp4Writer
 from .session import AvatarSession
+from .text import split_text
 
 
 class RenderProgress(Protocol):
@@ -50,6 +51,7 @@ async def record_session(
 ) -> Mp4Writer:
     """Write everything the session sends into an MP4 until it ends; return the closed writer."""
     clock_rate = session.ready.clock_rate
+    queued_s = 0.0  # text turns play one after another: the total is their sum
     with Mp4Writer.for_session(path, session.ready) as writer:
         async for event in session.events():
             writer.write(event)
@@ -57,7 +59,8 @@ async def record_session(
                 progress.advance_to((event.pts + event.duration) / clock_rate)
             elif isinstance(event, TurnEvent):
                 if event.kind == TurnKind.QUEUED and event.duration_ms and progress is not None:
-                    progress.set_total(event.duration_ms / 1000)
+                    queued_s += event.duration_ms / 1000
+                    progress.set_total(queued_s)
                 if on_turn is not None:
                     on_turn(event)
     return writer
@@ -103,8 +106,9 @@ async def render_to_mp4(
                 if progress is not None:
                     progress.set_total(len(samples) / rate)
                 await session.send_audio(samples, rate, end_of_turn=True)
-            else:
-                await session.say(text or "", voice=voice)
+            else:  # a node takes MAX_TEXT_CHARS a turn: longer text is spoken as consecutive turns
+                for part in split_text(text or ""):
+                    await session.say(part, voice=voice)
             await session.end(discard_pending=False)
 
         speech_s = len(speech[0]) / speech[1] if speech is not None else 0.0

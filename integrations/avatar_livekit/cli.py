@@ -17,8 +17,29 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from avatar_client.cli_kit import (
+    TOKEN_ENV,
+    UsageError,
+    add_connection_arguments,
+    channel_credentials,
+    missing_extra,
+    parse_size,
+    parse_target,
+    run_guarded,
+)
+
 from .errors import AvatarLiveKitError, check_video_format
-from .session import DEFAULT_WORKER_NAME
+from .job import DEFAULT_WORKER_NAME
+
+#: Read as well, for set-ups written before the names were shared with `avatar`.
+OLD_TOKEN_ENV = "AVATAR_NODE_TOKEN"
+
+
+def _old_names(parser: argparse.ArgumentParser) -> None:
+    """--node and --node-token, the earlier names of --target and --token, kept working unlisted."""
+    parser.add_argument("--node", dest="target", type=parse_target, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--node-token", dest="token", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.set_defaults(token=os.environ.get(TOKEN_ENV) or os.environ.get(OLD_TOKEN_ENV) or None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,10 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     worker = commands.add_parser("worker", help="serve AvatarSession(mode='node'): one avatar per dispatched room")
-    worker.add_argument("--node", default=os.environ.get("AVATAR_NODE", ""),
-                        help="the avatar node to render on, HOST:PORT (env AVATAR_NODE)")
-    worker.add_argument("--node-token", default=os.environ.get("AVATAR_NODE_TOKEN", ""),
-                        help="the node's bearer token, if it asks for one (env AVATAR_NODE_TOKEN)")
+    add_connection_arguments(worker, without_target="$AVATAR_NODE; one is required")
+    _old_names(worker)
+    worker.set_defaults(target=os.environ.get("AVATAR_NODE") or None)
     worker.add_argument("--agent-name", default=DEFAULT_WORKER_NAME,
                         help=f"the agent name to register for dispatch (default {DEFAULT_WORKER_NAME})")
     worker.add_argument("--image", type=Path, help="the photo for agents that send none")
@@ -43,12 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--image", type=Path, required=True, help="the avatar's photo")
     bot.add_argument("--follow", required=True, metavar="IDENTITY", help="whose microphone drives the avatar")
     bot.add_argument("--identity", default="", help="the bot's identity (default avatar-IDENTITY)")
-    bot.add_argument("--node", default="", help="render on this avatar node (default: in this process)")
-    bot.add_argument("--node-token", default=os.environ.get("AVATAR_NODE_TOKEN", ""))
+    add_connection_arguments(bot, without_target="render in this process")
+    _old_names(bot)
     bot.add_argument("--engine", default="", help="engine to render with (default: portrait in process)")
-    bot.add_argument("--width", type=int, default=848)
-    bot.add_argument("--height", type=int, default=480)
-    bot.add_argument("--fps", type=float, default=0.0,
+    bot.add_argument("--size", type=parse_size, metavar="WxH", help="default 848x480")
+    bot.add_argument("--width", type=int, help=argparse.SUPPRESS)  # earlier names of --size
+    bot.add_argument("--height", type=int, help=argparse.SUPPRESS)
+    bot.add_argument("--fps", type=float, default=0.0, metavar="N",
                      help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)")
     bot.add_argument("--publish-audio", action="store_true",
                      help="publish the voice too, in sync with the face (mute the original)")
@@ -77,7 +98,8 @@ def run_worker(args: argparse.Namespace) -> int:
     from .server import WorkerConfig, serve
 
     config = WorkerConfig.from_env(
-        args.node, node_token=args.node_token, agent_name=args.agent_name, default_image=_read(args.image),
+        args.target or "", node_token=args.token or "", node_credentials=channel_credentials(args),
+        agent_name=args.agent_name, default_image=_read(args.image),
         agent_gone_s=args.agent_gone, http_port=args.http_port,
     )
     serve(config)
@@ -85,6 +107,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_bot(args: argparse.Namespace) -> int:
+    if args.size is not None and (args.width or args.height):
+        raise UsageError("give --size WxH, not --size with --width/--height")
+    args.width, args.height = args.size or (args.width or 848, args.height or 480)
     check_video_format(args.width, args.height, args.fps)
     url, key, secret = _livekit_env()
     photo = _read(args.image)
@@ -101,12 +126,13 @@ async def _bot(args: argparse.Namespace, url: str, key: str, secret: str, photo:
     from .room_session import RoomSession
 
     renderer: Renderer
-    if args.node:
+    if args.target:
         from avatar_client import AsyncAvatarClient
 
         from .node_renderer import NodeRenderer
 
-        node_renderer = NodeRenderer(AsyncAvatarClient(args.node, token=args.node_token or None), image=photo,
+        client = AsyncAvatarClient(args.target, token=args.token, credentials=channel_credentials(args))
+        node_renderer = NodeRenderer(client, image=photo,
                                      engine=args.engine, width=args.width, height=args.height, fps=args.fps,
                                      owns_client=True)
         await node_renderer.start()
@@ -139,14 +165,20 @@ async def _bot(args: argparse.Namespace, url: str, key: str, secret: str, photo:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return run_worker(args) if args.command == "worker" else run_bot(args)
-    except AvatarLiveKitError as exc:
-        print(f"avatar-livekit: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        import livekit.agents  # noqa: F401 - only to say which extra is missing, before any work
+    except ImportError as error:
+        print(f"error: {missing_extra('avatar-livekit', 'livekit', 'LiveKit', error)}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def work() -> int:
+        try:
+            return run_worker(args) if args.command == "worker" else run_bot(args)
+        except AvatarLiveKitError as exc:  # what was asked cannot work (settings, photo, format)
+            raise UsageError(str(exc)) from None
+
+    return run_guarded(work)
 
 
 if __name__ == "__main__":

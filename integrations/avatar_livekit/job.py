@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import AvatarLiveKitError
 
+#: The agent name `avatar-livekit worker` registers under by default.
+DEFAULT_WORKER_NAME = "avatar-node"
+
 #: The participant attribute that lets the avatar publish on the agent's behalf.
 ATTRIBUTE_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 TOKEN_TTL = datetime.timedelta(hours=6)

@@ -14,13 +14,13 @@ import os
 import signal
 from dataclasses import dataclass
 
+import grpc
 from avatar_client import AsyncAvatarClient
 
 from .errors import AvatarLiveKitError
-from .job import AvatarJobRequest, avatar_token
+from .job import DEFAULT_WORKER_NAME, AvatarJobRequest, avatar_token
 from .node_renderer import NodeRenderer
 from .room_session import RoomSession
-from .session import DEFAULT_WORKER_NAME
 from .worker import AvatarWorker
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 class WorkerConfig:
     node: str  # the avatar node, host:port
     node_token: str = ""
+    node_credentials: grpc.ChannelCredentials | None = None  # TLS to the node; None is plaintext
     agent_name: str = DEFAULT_WORKER_NAME
     default_image: bytes = b""  # for requests that bring no photo
     url: str = ""
@@ -68,7 +69,7 @@ async def run_avatar_job(request: AvatarJobRequest, room_name: str, config: Work
                             agent_identity=request.agent_identity, name=request.avatar_name)
 
     image = request.image or (b"" if request.avatar_id else config.default_image)
-    client = AsyncAvatarClient(config.node, token=config.node_token or None)
+    client = AsyncAvatarClient(config.node, token=config.node_token or None, credentials=config.node_credentials)
     renderer = NodeRenderer(client, image=image, avatar_id=request.avatar_id, engine=request.engine,
                             width=request.width, height=request.height, fps=request.fps,
                             sample_rate=request.sample_rate, prompt=request.prompt, owns_client=True)

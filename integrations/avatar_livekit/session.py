@@ -27,7 +27,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from .agent_output import AvatarAudioOutput
 from .errors import AvatarLiveKitError, check_video_format
-from .job import AvatarJobRequest, avatar_token
+from .job import DEFAULT_WORKER_NAME, AvatarJobRequest, avatar_token
 from .room_avatar import RoomAvatar
 
 if TYPE_CHECKING:
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["local", "node"]
-#: The agent name `avatar-livekit worker` registers under by default.
-DEFAULT_WORKER_NAME = "avatar-node"
 #: Largest photo sent along with a dispatch; larger ones: prepare them on the node (avatar_id).
 MAX_INLINE_IMAGE_BYTES = 256 * 1024
 

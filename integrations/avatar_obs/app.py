@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import grpc
 import numpy as np
 from avatar_client import AvatarError, Notice, TurnEvent, TurnKind, read_audio_file
 
@@ -44,6 +45,7 @@ class AppConfig:
     destination: Destination
     target: str | None = None  # None: an in-process node
     token: str | None = None
+    credentials: grpc.ChannelCredentials | None = None  # TLS to `target`; None is plaintext
     obs: ObsAddress | None = None  # set: configure OBS (--setup)
     source: SourceSpec | None = None
     setup_only: bool = False
@@ -118,24 +120,25 @@ class AvatarObs:
                         raise SetupError("a stream from open_source needs request.fps: the rate its frames come at")
                     await self._stream(config.open_source, "the avatar source")
                 else:
-                    target = config.target
+                    target, credentials = config.target, config.credentials
                     if target is None:
                         node = await asyncio.to_thread(start_local_node, config.request.engine)
-                        target = node.target
+                        target, credentials = node.target, None
                     describe = f"the node at {target}" if config.target else "the local node"
-                    await self._resolve_fps(target)
-                    opener = node_opener(target, config.token, config.request, self._on_turn, self._on_notice)
+                    await self._resolve_fps(target, credentials)
+                    opener = node_opener(target, config.token, config.request, self._on_turn, self._on_notice,
+                                         credentials=credentials)
                     await self._stream(opener, describe)
             finally:
                 await self._shutdown(node)
 
-    async def _resolve_fps(self, target: str) -> None:
+    async def _resolve_fps(self, target: str, credentials: grpc.ChannelCredentials | None) -> None:
         """Fix the stream's frame rate before it starts: as asked, or the engine's own."""
         config = self.config
         if config.request.fps > 0:
             return
         try:
-            config.request = await resolve_fps(target, config.token, config.request)
+            config.request = await resolve_fps(target, config.token, config.request, credentials)
         except AvatarError as error:
             if error.code in FATAL_CODES:
                 raise

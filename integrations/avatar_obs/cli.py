@@ -11,14 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from avatar_client import AvatarError
-from avatar_client.cli import parse_size
+from avatar_client.cli_kit import (
+    add_connection_arguments,
+    channel_credentials,
+    check_photo_size,
+    parse_size,
+    run_guarded,
+    sample_image,
+)
 from avatar_client.client import load_image
 
 from .app import AppConfig, AvatarObs
@@ -61,12 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "set up its Media Source in OBS, and let a microphone, a chat bot or hotkeys drive it.",
     )
     node = parser.add_argument_group("the avatar")
-    node.add_argument(
-        "--target", metavar="HOST:PORT", help="the node to use (default: start one in this process)"
-    )
-    node.add_argument(
-        "--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (default: $AVATAR_TOKEN)"
-    )
+    add_connection_arguments(node)
     who = node.add_mutually_exclusive_group()
     who.add_argument("--image", type=Path, help="reference photo (default: the bundled sample portrait)")
     who.add_argument("--avatar-id", default="", help="a photo prepared on the node (`avatar prepare`)")
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--voice", default="", help="text-to-speech voice for --say and chat")
     node.add_argument("--size", type=parse_size, default=(848, 480), metavar="WxH", help="default 848x480")
     node.add_argument(
-        "--fps", type=float, default=0.0,
+        "--fps", type=float, default=0.0, metavar="N",
         help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)",
     )
 
@@ -184,6 +184,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     if args.fps < 0 or args.fps > 60:
         raise SetupError("--fps must be at most 60 (or 0 for the engine's own rate)")
     image = load_image(args.image) if args.image else (None if args.avatar_id else sample_image())
+    if args.image and image is not None:
+        check_photo_size(image, args.image)
     request = SessionRequest(
         image=image,
         avatar_id=args.avatar_id,
@@ -227,6 +229,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         destination=destination,
         target=args.target,
         token=args.token,
+        credentials=channel_credentials(args),
         obs=obs,
         source=source,
         setup_only=args.setup_only,
@@ -240,15 +243,6 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         control_port=args.control_port,
         duration_s=args.duration,
     )
-
-
-def sample_image() -> bytes:
-    from importlib import resources
-
-    try:
-        return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError):
-        raise SetupError("the sample portrait is not installed; pass --image PHOTO") from None
 
 
 async def _run(app: AvatarObs) -> None:
@@ -271,17 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("asyncio", "grpc", "libav"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        app = AvatarObs(config_from_args(args))
-        asyncio.run(_run(app))
+
+    def work() -> int:
+        asyncio.run(_run(AvatarObs(config_from_args(args))))
         return 0
-    except (SetupError, ObsError, ControlError, AvatarError) as error:
-        print(f"error: {error}", file=sys.stderr)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        return 130
-    return 1
+
+    return run_guarded(work, failures=(SetupError, ObsError, ControlError))
 
 
 if __name__ == "__main__":

@@ -121,8 +121,9 @@ class NodeSource:
         request: SessionRequest,
         on_turn: Callable[[TurnEvent], None] | None = None,
         on_notice: Callable[[Notice], None] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> NodeSource:
-        client = AsyncAvatarClient(target, token)
+        client = AsyncAvatarClient(target, token, credentials=credentials)
         try:
             session = await client.start_session(
                 image=request.image,
@@ -197,7 +198,9 @@ class NodeSource:
             await self._client.aclose()
 
 
-async def resolve_fps(target: str, token: str | None, request: SessionRequest) -> SessionRequest:
+async def resolve_fps(
+    target: str, token: str | None, request: SessionRequest, credentials: grpc.ChannelCredentials | None = None
+) -> SessionRequest:
     """`request` with its fps set: as asked, or the engine's own rate from the node's info.
 
     The stream passes the node's H.264 through, so it runs at the rate the node renders;
@@ -205,7 +208,7 @@ async def resolve_fps(target: str, token: str | None, request: SessionRequest) -
     """
     if request.fps > 0:
         return request
-    async with AsyncAvatarClient(target, token) as client:
+    async with AsyncAvatarClient(target, token, credentials=credentials) as client:
         info = await client.node_info()
     name = request.engine or info.default_engine
     for engine in info.engines:
@@ -221,10 +224,12 @@ def node_opener(
     request: SessionRequest,
     on_turn: Callable[[TurnEvent], None] | None = None,
     on_notice: Callable[[Notice], None] | None = None,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> SourceOpener:
     """A `SourceOpener` that starts a live session on the node at `target`."""
 
     async def open_source() -> AvatarSource:
-        return await NodeSource.open(target, token, request, on_turn, on_notice)
+        return await NodeSource.open(target, token, request, on_turn, on_notice, credentials)
 
     return open_source

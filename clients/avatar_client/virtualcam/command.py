@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
+from ..cli_kit import CliError, channel_credentials, parse_size, photo_or_sample
 
-def add_cam_arguments(cam: argparse.ArgumentParser, parse_size: Callable[[str], tuple[int, int]]) -> None:
+
+def add_cam_arguments(cam: argparse.ArgumentParser) -> None:
     who = cam.add_argument_group("avatar")
     who.add_argument("--image", type=Path, help="reference photo (default: the bundled sample portrait)")
     who.add_argument("--avatar-id", default="", help="a photo prepared on the node (`avatar prepare`)")
@@ -69,8 +70,6 @@ def add_cam_arguments(cam: argparse.ArgumentParser, parse_size: Callable[[str], 
 def run_cam(args: argparse.Namespace) -> int:
     # Imported here so that other `avatar` commands never load the camera and sound modules.
     from ..audio import read_audio_file
-    from ..cli import CliError, sample_image
-    from ..client import load_image
     from .errors import CamError
     from .runner import CamOptions, VirtualCam
 
@@ -90,7 +89,7 @@ def run_cam(args: argparse.Namespace) -> int:
         raise CliError("--fps must be above 0 and at most 120")
     image = None
     if not args.sync_test and not args.avatar_id:
-        image = load_image(args.image) if args.image else sample_image()
+        image = photo_or_sample(args.image)
     speak = None
     if args.speak is not None:
         speak = read_audio_file(args.speak)
@@ -98,7 +97,8 @@ def run_cam(args: argparse.Namespace) -> int:
             raise CliError(f"{args.speak} holds no audio")
     width, height = args.size
     options = CamOptions(
-        target=args.target, token=args.token, image=image, avatar_id=args.avatar_id,
+        target=args.target, token=args.token, credentials=channel_credentials(args), image=image,
+        avatar_id=args.avatar_id,
         engine=args.engine, voice=args.voice, width=width, height=height, fps=args.fps,
         camera=not args.no_camera, device=args.device, backend=args.backend,
         mic=not args.no_mic, name=args.name, audio_device=args.audio_device,

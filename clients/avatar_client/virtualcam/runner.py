@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import grpc
 import numpy as np
 
 from .audio_out import AudioDevice, AudioWriter, ClockOnlyDevice
@@ -41,6 +42,7 @@ class CamOptions:
 
     target: str | None = None  # HOST:PORT of a node; None starts one in this process
     token: str | None = None
+    credentials: grpc.ChannelCredentials | None = None  # TLS to `target`; None is plaintext
     image: bytes | None = None
     avatar_id: str = ""
     engine: str = ""
@@ -344,7 +346,7 @@ class VirtualCam:
         o = self.options
         if o.sync_test:
             return SyncTestSource(o.width, o.height, o.fps, o.rate)
-        target, token = o.target, o.token
+        target, token, credentials = o.target, o.token, o.credentials
         if not target:
             try:
                 from avatar_node.server import NodeConfig, start_background_node
@@ -362,13 +364,13 @@ class VirtualCam:
                 raise CamError(f"the in-process node did not start: {error}") from None
             if self._stop.reason is not None:
                 return None
-            target, token = self._node.target, None
+            target, token, credentials = self._node.target, None, None
         image = o.image if not o.avatar_id else None
         if image is None and not o.avatar_id:
             raise CamError("no photo: pass --image PHOTO or --avatar-id ID")
         return NodeSource(
             target, token, image=image, avatar_id=o.avatar_id, engine=o.engine, voice=o.voice,
-            width=o.width, height=o.height, stall_s=o.stall_s,
+            width=o.width, height=o.height, stall_s=o.stall_s, credentials=credentials,
         )
 
     async def _consume(self, source: FrameSource, connected: asyncio.Event) -> None:

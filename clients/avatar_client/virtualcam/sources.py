@@ -126,11 +126,13 @@ class NodeSource:
         fps: float = 0.0,
         stall_s: float = 3.0,
         connect_timeout_s: float = 15.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if (image is None) == (not avatar_id):
             raise ValueError("pass exactly one of image= or avatar_id=")
         self.target = target
         self._token = token
+        self._credentials = credentials
         self._start = dict(
             image=image, avatar_id=avatar_id, engine=engine, voice=voice,
             width=width, height=height, fps=fps, mode="live", stats_interval_ms=1000,
@@ -170,6 +172,7 @@ class NodeSource:
         client = AsyncAvatarClient(
             self.target,
             self._token,
+            credentials=self._credentials,
             channel_options=[("grpc.initial_reconnect_backoff_ms", 300), ("grpc.max_reconnect_backoff_ms", 2000)],
         )
         try:

@@ -32,6 +32,9 @@ from avatar_node.media.canvas import render_on_canvas
 _MOUTH_OMEGA = np.array([60.0, 30.0, 24.0, 60.0, 36.0, 24.0])
 #: Colour gain limits when matching a mouth to its base frame.
 _GAIN = (0.85, 1.18)
+#: The head moved in a cross-fade: an ellipse around the face, in canonical F units.
+_HEAD_CENTRE_Y = 0.3
+_HEAD_HALF = (1.2, 1.7)
 #: Shading match: the difference field is worked on at 1/_SHADING_STEP of the patch's size;
 #: _SHADING_PRIOR is how much weight the band's mean difference has where no band is near.
 _SHADING_STEP = 4
@@ -117,15 +120,16 @@ class ClipStream(EngineStream):
         base = self._walker.step(calm)
         data = self._data
         rgb = data.base_rgb(base.index)
+        pose = data.canon_to_frame[base.index]
         if base.fade_from >= 0:
-            rgb = cv2.addWeighted(data.base_rgb(base.fade_from), base.fade, rgb, 1.0 - base.fade, 0.0)
+            rgb, pose = _morph(data, base.fade_from, base.index, base.fade, rgb)
         frame = self._place(rgb)
         self.last_target_opening = self._selector.opening_of(target)
         own = int(data.base_entry[base.index])
         entry = self._selector.choose(target, own)
         self.last_base, self.last_entry = base.index, entry
         if entry != own or base.fade_from >= 0:
-            self._paste(frame, base.index, own, entry)
+            self._paste(frame, pose, own, entry)
         else:
             self.last_blend = None
         return [frame]
@@ -158,9 +162,11 @@ class ClipStream(EngineStream):
         speaking = bool(cond.speaking[0]) if len(cond.speaking) else False
         return self._selector.features(clamp(opening, 0.0, 1.0), clamp(m_width, -1.0, 1.0), teeth), speaking
 
-    def _paste(self, frame: np.ndarray, base: int, own: int, entry: int) -> None:
+    def _paste(self, frame: np.ndarray, pose: np.ndarray, own: int, entry: int) -> None:
+        """Blend library mouth `entry` onto the frame whose face sits at `pose` (canonical ->
+        working pixels); `own` is the base frame's own mouth."""
         data, lib = self._data, self._data.library
-        to_canvas = compose(self._scene.to_canvas, patch_to_frame(data.canon_to_frame[base]))
+        to_canvas = compose(self._scene.to_canvas, patch_to_frame(pose))
         ph, pw = lib.patches.shape[1:3]
         corners = np.array([[0, 0], [pw, 0], [0, ph], [pw, ph]], np.float64) @ to_canvas[:, :2].T + to_canvas[:, 2]
         h, w = frame.shape[:2]
@@ -183,6 +189,44 @@ class ClipStream(EngineStream):
         if self.hard_mask:
             alpha = (alpha >= 0.5).astype(np.float32)
         roi[:] = cv2.blendLinear(mouth, roi, alpha, 1.0 - alpha)
+
+
+def _morph(
+    data: ClipIdentityData, old: int, new: int, fade: float, new_rgb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A cross-fade from base frame `old` (weight `fade`) to `new` in which each head is
+    shifted toward the other's position as it fades, so the head does not show twice (the
+    background, left in place, only cross-fades); and where the face is in the result
+    (canonical -> working pixels)."""
+    m_old, m_new = data.canon_to_frame[old], data.canon_to_frame[new]
+    centre = np.array([[0.0, _HEAD_CENTRE_Y]])
+    shift = apply(m_old, centre)[0] - apply(m_new, centre)[0]
+    moved_new = _shift_head(new_rgb, m_new, fade * shift)
+    moved_old = _shift_head(data.base_rgb(old), m_old, (fade - 1.0) * shift)
+    pose = m_new.copy()
+    pose[:, 2] += fade * shift
+    return cv2.addWeighted(moved_old, fade, moved_new, 1.0 - fade, 0.0), pose
+
+
+def _shift_head(rgb: np.ndarray, pose: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The picture with its head (a soft ellipse around the face at `pose`) moved by `shift`."""
+    if float(np.hypot(*shift)) < 0.25:
+        return rgb
+    h, w = rgb.shape[:2]
+    moved = cv2.warpAffine(
+        rgb, np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]]), (w, h), borderMode=cv2.BORDER_REPLICATE
+    )
+    # The head's ellipse, drawn at quarter size where the moved head will be, feathered.
+    q = 4
+    mask = np.zeros((h // q + 1, w // q + 1), np.float32)
+    centre = (apply(pose, np.array([[0.0, _HEAD_CENTRE_Y]]))[0] + shift) / q
+    f = float(np.linalg.norm(pose[:, 0])) / q  # one F in quarter pixels
+    axes = (max(int(_HEAD_HALF[0] * f), 1), max(int(_HEAD_HALF[1] * f), 1))
+    angle = float(np.degrees(np.arctan2(pose[1, 0], pose[0, 0])))
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), axes, angle, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.3 * f, 1.0))
+    alpha = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.blendLinear(moved, rgb, alpha, 1.0 - alpha))
 
 
 def _match_shading(patch: np.ndarray, gain: np.ndarray, base: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@
 Two uses, switched from the page at any time:
 - `listen`: the user's voice goes to `push_listen`, so the avatar shows it is listening;
 - `puppet`: the user's voice is the avatar's speech (`push_speech`, streamed at 1x as it
-  arrives). A voice gate opens a turn on speech and closes it after a pause, so the avatar
-  returns to its idle look between sentences.
+  arrives). The voice gate every edge shares (avatar_client.voice_gate) opens a turn on
+  speech and closes it after a pause, so the avatar returns to its idle look between sentences.
 `off` drops what arrives (the page also stops sending).
 """
 
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Literal
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from avatar_client.voice_gate import SILENCE_DBFS, VoiceGate, level_dbfs
 
-from avatar_node.media.audio import level_dbfs
 from avatar_node.pipeline import AvatarStream, PipelineError
 
 log = logging.getLogger(__name__)
@@ -42,55 +41,18 @@ def to_mono_int16(frame: av.AudioFrame) -> np.ndarray:
     return np.clip(np.round(mixed), -32768, 32767).astype(np.int16)
 
 
-
-
-class TurnGate:
-    """Opens on speech, closes after `hang_s` of quiet; keeps `preroll_s` of audio from before it opened."""
-
-    def __init__(self, threshold_dbfs: float = -45.0, hang_s: float = 0.6, preroll_s: float = 0.2) -> None:
-        self.threshold_dbfs = threshold_dbfs
-        self.hang_s = hang_s
-        self.preroll_s = preroll_s
-        self.open = False
-        self._quiet_s = 0.0
-        self._preroll: deque[np.ndarray] = deque()
-        self._preroll_s = 0.0
-
-    def feed(self, chunk: np.ndarray, rate: int) -> tuple[list[np.ndarray], bool]:
-        """(chunks to send now, whether the turn ends after them)."""
-        seconds = chunk.size / rate
-        loud = level_dbfs(chunk) >= self.threshold_dbfs
-        if not self.open:
-            self._preroll.append(chunk)
-            self._preroll_s += seconds
-            while self._preroll and self._preroll_s - self._preroll[0].size / rate >= self.preroll_s:
-                self._preroll_s -= self._preroll.popleft().size / rate
-            if not loud:
-                return [], False
-            self.open, self._quiet_s = True, 0.0
-            out = list(self._preroll)
-            self._preroll.clear()
-            self._preroll_s = 0.0
-            return out, False
-        self._quiet_s = 0.0 if loud else self._quiet_s + seconds
-        if self._quiet_s >= self.hang_s:
-            self.open = False
-            return [chunk], True
-        return [chunk], False
-
-
 class MicrophoneRouter:
     """Reads the remote audio track until it ends or the task is cancelled."""
 
     def __init__(self, stream: AvatarStream, mode: MicMode = "listen") -> None:
         self.stream = stream
         self.mode: MicMode = mode
-        self.gate = TurnGate()
+        self.gate = VoiceGate()
         self.received_ms = 0.0  # everything that arrived
         self.listen_ms = 0.0  # pushed as listen audio
         self.speech_ms = 0.0  # pushed as speech (puppet)
         self.turns = 0
-        self.level_dbfs = -120.0
+        self.level_dbfs = SILENCE_DBFS
 
     def set_mode(self, mode: MicMode) -> None:
         if mode not in MIC_MODES:
@@ -100,7 +62,7 @@ class MicrophoneRouter:
         self.mode = mode
 
     def _close_turn_soon(self) -> None:
-        self.gate = TurnGate()
+        self.gate.reset()
         asyncio.ensure_future(self._end_turn())
 
     async def _end_turn(self) -> None:
@@ -133,10 +95,10 @@ class MicrophoneRouter:
             await self.stream.push_listen(samples, rate)
             self.listen_ms += ms
         elif self.mode == "puppet":
-            chunks, end = self.gate.feed(samples, rate)
-            for i, chunk in enumerate(chunks):
-                last = end and i == len(chunks) - 1
+            step = self.gate.feed(samples, rate)
+            for i, chunk in enumerate(step.chunks):
+                last = step.closes and i == len(step.chunks) - 1
                 await self.stream.push_speech(chunk, rate, end_of_turn=last)
                 self.speech_ms += chunk.size * 1000.0 / rate
-            if end:
+            if step.closes:
                 self.turns += 1

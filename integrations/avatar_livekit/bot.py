@@ -1,7 +1,8 @@
 """`avatar-livekit bot`: join a room and give one participant's voice a face.
 
-The followed participant's microphone drives the avatar: speech (by level) becomes turns,
-a pause of `pause_s` ends one, and the avatar listens in between. The bot publishes the
+The followed participant's microphone drives the avatar: the voice gate every edge shares
+(avatar_client.voice_gate) cuts it into turns, word onsets kept, and the avatar listens in
+between. The bot publishes the
 video, and with `publish_audio` the voice too, in sync with the face (listeners should then
 mute the original). Renders in this process (CPU portrait engine) or on a node.
 """
@@ -12,10 +13,10 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from avatar_client.voice_gate import VoiceGate
 from livekit import rtc
 
 from .frames import Renderer
@@ -27,14 +28,6 @@ log = logging.getLogger(__name__)
 FOLLOW_RATE = 48000
 
 
-@dataclass(frozen=True)
-class VoiceGate:
-    """Speech by level: louder than `threshold` (RMS, 0..1) opens a turn; `pause_s` of quiet ends it."""
-
-    threshold: float = 0.01
-    pause_s: float = 0.6
-
-
 class VoiceFollower:
     """Turns a stream of someone's audio frames into avatar turns."""
 
@@ -43,7 +36,6 @@ class VoiceFollower:
         self.gate = gate or VoiceGate()
         self._ids = itertools.count(1)
         self._turn: str | None = None
-        self._quiet_s = 0.0
         self.turns = 0
 
     async def follow(self, frames: AsyncIterator[rtc.AudioFrame]) -> None:
@@ -54,25 +46,21 @@ class VoiceFollower:
             await self.end()
 
     async def hear(self, frame: rtc.AudioFrame) -> None:
-        samples = np.frombuffer(frame.data, np.int16)
-        level = float(np.sqrt(np.mean((samples.astype(np.float32) / 32768) ** 2))) if len(samples) else 0.0
-        duration = frame.samples_per_channel / frame.sample_rate
-        if level >= self.gate.threshold:
-            self._quiet_s = 0.0
-            if self._turn is None:
-                self._turn = f"voice-{next(self._ids)}"
-                self.turns += 1
-        elif self._turn is not None:
-            self._quiet_s += duration
-        if self._turn is None:
+        interleaved = np.frombuffer(frame.data, np.int16).reshape(-1, frame.num_channels)
+        mono = np.rint(interleaved.mean(axis=1)).astype(np.int16)
+        step = self.gate.feed(mono, frame.sample_rate)
+        if step.opens:
+            self._turn = f"voice-{next(self._ids)}"
+            self.turns += 1
+        if self._turn is None or not step.chunks:
             return
-        await self.renderer.push_speech(bytes(frame.data), frame.sample_rate, frame.num_channels, self._turn)
-        if self._quiet_s >= self.gate.pause_s:
+        await self.renderer.push_speech(np.concatenate(step.chunks).tobytes(), frame.sample_rate, 1, self._turn)
+        if step.closes:
             await self.end()
 
     async def end(self) -> None:
         turn, self._turn = self._turn, None
-        self._quiet_s = 0.0
+        self.gate.reset()
         if turn is not None:
             await self.renderer.end_turn(turn)
 

@@ -27,6 +27,7 @@ from avatar_client.cli_kit import (
     parse_target,
     run_guarded,
 )
+from avatar_client.voice_gate import DEFAULT_THRESHOLD_DBFS, THRESHOLD_FLAG, VoiceGate
 
 from .errors import AvatarLiveKitError, check_video_format
 from .job import DEFAULT_WORKER_NAME
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="frames a second (default: the engine's own rate, 25 for portrait, 16 for livetalk)")
     bot.add_argument("--publish-audio", action="store_true",
                      help="publish the voice too, in sync with the face (mute the original)")
+    bot.add_argument(THRESHOLD_FLAG, dest="voice_threshold_db", type=float, default=DEFAULT_THRESHOLD_DBFS,
+                     metavar="DBFS", help="the level at which the followed voice opens a turn "
+                     f"(default {DEFAULT_THRESHOLD_DBFS:g} dBFS)")
     return parser
 
 
@@ -149,7 +153,7 @@ async def _bot(args: argparse.Namespace, url: str, key: str, secret: str, photo:
         return (api.AccessToken(key, secret).with_identity(identity).with_name(f"{args.follow} (avatar)")
                 .with_grants(grants).to_jwt())
 
-    bot = RoomBot(renderer, args.follow, publish_audio=args.publish_audio)
+    bot = RoomBot(renderer, args.follow, publish_audio=args.publish_audio, gate=VoiceGate(args.voice_threshold_db))
     session = RoomSession(url, token, on_joined=bot.joined)
     task = asyncio.ensure_future(run(session, bot))
     loop = asyncio.get_running_loop()

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 from avatar_client import AvatarError, Notice, TurnEvent, TurnKind, read_audio_file
+from avatar_client.voice_gate import VoiceGate
 
 from .control import ControlError, ControlServer
-from .drivers import AudioCapture, AudioInput, MicrophoneDriver, VoiceGate, open_capture
+from .drivers import AudioCapture, AudioInput, MicrophoneDriver, open_capture
 from .errors import NodeUnavailable, SetupError
 from .feed import FeedFormat, SessionRequest, SourceOpener, node_opener, resolve_fps
 from .health import FeedWatchdog

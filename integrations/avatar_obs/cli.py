@@ -25,10 +25,11 @@ from avatar_client.cli_kit import (
     sample_image,
 )
 from avatar_client.client import load_image
+from avatar_client.voice_gate import DEFAULT_THRESHOLD_DBFS, THRESHOLD_FLAG, VoiceGate
 
 from .app import AppConfig, AvatarObs
 from .control import ControlError
-from .drivers import VoiceGate, parse_audio_input
+from .drivers import parse_audio_input
 from .errors import SetupError
 from .feed import SessionRequest
 from .obs_source import PLACEMENTS, SourceSpec, obs_input_url
@@ -145,11 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         "avfoundation::1, 'dshow:audio=Mic') or an audio file played as a microphone",
     )
     drive.add_argument(
-        "--mic-threshold",
+        THRESHOLD_FLAG,
+        dest="voice_threshold_db",
         type=float,
-        default=-45.0,
+        default=DEFAULT_THRESHOLD_DBFS,
         metavar="DBFS",
-        help="level that counts as speech (default -45 dBFS)",
+        help=f"with --mic: the level at which a voice opens a turn (default {DEFAULT_THRESHOLD_DBFS:g} dBFS)",
+    )
+    drive.add_argument(  # the flag's earlier name
+        "--mic-threshold", dest="voice_threshold_db", type=float, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     drive.add_argument(
         "--say", action="append", default=[], metavar="TEXT", help="say TEXT once the avatar is live"
@@ -236,7 +241,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         repair=args.repair,
         watchdog_interval_s=args.watchdog_interval,
         mic=parse_audio_input(args.mic) if args.mic is not None else None,
-        gate=VoiceGate(threshold_dbfs=args.mic_threshold),
+        gate=VoiceGate(threshold_dbfs=args.voice_threshold_db),
         say=[text for text in args.say if text.strip()],
         speak=list(args.speak),
         control_host=args.control_host,

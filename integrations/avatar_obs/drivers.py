@@ -3,15 +3,14 @@
 Capture runs on a thread. On Linux desktops (PulseAudio or PipeWire) it reads the default
 source, or a named one, through `parec`; other inputs go through FFmpeg's input devices (ALSA,
 AVFoundation on macOS, DirectShow on Windows) or files, so no extra audio library is needed. A
-simple voice gate turns the continuous signal into turns: speech opens a turn (with a little
-audio from just before, so first syllables are not clipped), and a pause closes it, so the
-avatar returns to its idle look between sentences.
+voice gate every edge shares (avatar_client.voice_gate) turns the continuous signal into
+turns: speech opens a turn (with the audio from just before, so first syllables are not
+clipped), and a pause closes it, so the avatar returns to its idle look between sentences.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import shutil
@@ -26,8 +25,7 @@ from typing import Protocol
 
 import av
 import numpy as np
-
-from avatar_node.media.audio import level_dbfs
+from avatar_client.voice_gate import VoiceGate
 
 from .errors import NodeUnavailable
 
@@ -227,42 +225,6 @@ class SpeechSink(Protocol):
     async def end_turn(self) -> None: ...
 
 
-@dataclass
-class VoiceGate:
-    """Opens on speech, closes after `hang_s` of quiet; keeps `preroll_s` of audio before it opened."""
-
-    threshold_dbfs: float = -45.0
-    hang_s: float = 0.6
-    preroll_s: float = 0.2
-
-    def __post_init__(self) -> None:
-        self.open = False
-        self._quiet_s = 0.0
-        self._preroll: collections.deque[np.ndarray] = collections.deque()
-
-    def feed(self, chunk: np.ndarray) -> tuple[list[np.ndarray], bool]:
-        """(chunks to send now, whether the turn ends after them)."""
-        seconds = chunk.size / CAPTURE_RATE
-        loud = level_dbfs(chunk) >= self.threshold_dbfs
-        if not self.open:
-            self._preroll.append(chunk)
-            while sum(c.size for c in self._preroll) / CAPTURE_RATE > self.preroll_s + seconds:
-                self._preroll.popleft()
-            if not loud:
-                return [], False
-            self.open, self._quiet_s = True, 0.0
-            out = list(self._preroll)
-            self._preroll.clear()
-            return out, False
-        self._quiet_s = 0.0 if loud else self._quiet_s + seconds
-        if self._quiet_s >= self.hang_s:
-            self.open = False
-            return [chunk], True
-        return [chunk], False
-
-
-
-
 class MicrophoneDriver:
     """Feeds a capture into a `SpeechSink` through a `VoiceGate` until cancelled or the input ends."""
 
@@ -309,10 +271,10 @@ class MicrophoneDriver:
                         f"the {self.source.describe()} stopped ({item}); the avatar goes on without it"
                     )
                     return
-                send, ends = self.gate.feed(item)
-                for piece in send:
+                step = self.gate.feed(item, CAPTURE_RATE)
+                for piece in step.chunks:
                     await _quietly(self.sink.send_audio(piece, CAPTURE_RATE), self._on_error)
-                if ends:
+                if step.closes:
                     self.turns += 1
                     await _quietly(self.sink.end_turn(), self._on_error)
         finally:

@@ -112,5 +112,6 @@ async def test_the_bot_turns_a_voice_into_turns_at_its_pauses(short_speech: Spee
     assert [c[1] for c in ends] == ["voice-1", "voice-2"]
     spoken = {turn: sum(n for kind, t, n in renderer.calls if kind == "speech" and t == turn) / rate
               for turn in ("voice-1", "voice-2")}
-    for seconds in spoken.values():  # the utterance and the pause that ended it, not the silence before
-        assert short_speech.seconds - 0.2 < seconds < short_speech.seconds + 0.7
+    gate = follower.gate
+    for seconds in spoken.values():  # the onset's pre-roll, the utterance and the pause that ended it
+        assert short_speech.seconds - 0.2 < seconds < short_speech.seconds + gate.preroll_s + gate.hang_s + 0.05

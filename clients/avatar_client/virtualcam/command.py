@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..cli_kit import CliError, channel_credentials, parse_size, photo_or_sample
+from ..voice_gate import DEFAULT_THRESHOLD_DBFS, THRESHOLD_FLAG
 
 
 def add_cam_arguments(cam: argparse.ArgumentParser) -> None:
@@ -56,7 +57,14 @@ def add_cam_arguments(cam: argparse.ArgumentParser) -> None:
         help="your microphone drives the avatar; your voice reaches the virtual mic in sync with its lips",
     )
     drive.add_argument("--puppet-mic", metavar="SOURCE", help="microphone for --puppet (default: the default one)")
-    drive.add_argument("--puppet-threshold-db", type=float, default=-45.0, help="voice gate level (dBFS)")
+    drive.add_argument(
+        THRESHOLD_FLAG, dest="voice_threshold_db", type=float, default=DEFAULT_THRESHOLD_DBFS, metavar="DBFS",
+        help=f"with --puppet: the level (dBFS) at which your voice opens a turn (default {DEFAULT_THRESHOLD_DBFS:g})",
+    )
+    drive.add_argument(  # the flag's earlier name
+        "--puppet-threshold-db", dest="voice_threshold_db", type=float,
+        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+    )
     drive.add_argument(
         "--sync-test", action="store_true",
         help="show a flash with a beep once a second instead of the avatar, to check A/V sync",
@@ -103,7 +111,7 @@ def run_cam(args: argparse.Namespace) -> int:
         camera=not args.no_camera, device=args.device, backend=args.backend,
         mic=not args.no_mic, name=args.name, audio_device=args.audio_device,
         mic_buffer_ms=args.mic_buffer_ms, prefill_ms=args.buffer_ms, av_offset_ms=args.av_offset_ms,
-        puppet=args.puppet, puppet_mic=args.puppet_mic, puppet_threshold_db=args.puppet_threshold_db,
+        puppet=args.puppet, puppet_mic=args.puppet_mic, voice_threshold_db=args.voice_threshold_db,
         say=args.say, speak=speak, exit_when_done=args.exit_when_done, sync_test=args.sync_test,
         control=not args.no_control, status=not args.quiet, stall_s=args.stall_timeout,
     )

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 from collections.abc import Callable
 
 import numpy as np
 
+from ..voice_gate import VoiceGate
 from .playout import monotonic
 from .sources import FrameSource, NotConnected, TurnFinished
 from .status import Meters
@@ -73,8 +73,8 @@ async def speak_once(
 class PuppetDriver:
     """The user's microphone drives the avatar.
 
-    Speech is cut into turns at pauses (a level gate) and streamed to the source. A turn
-    opens with the `preroll_s` before the voice began, sent at once: word onsets are kept, and
+    Speech is cut into turns at pauses (the shared voice gate) and streamed to the source. A
+    turn opens with the gate's pre-roll, the audio before the voice began, sent at once: word onsets are kept, and
     the node starts the turn with enough in hand (its look-ahead, the frames it renders ahead,
     network jitter) never to run short mid-sentence. The node sends the user's voice back with the frames
     it animates, so the virtual microphone plays it delayed by exactly the avatar's latency and
@@ -88,17 +88,13 @@ class PuppetDriver:
         turns: Turns,
         meters: Meters,
         rate: int,
-        threshold_dbfs: float = -45.0,
-        hang_s: float = 0.6,
-        preroll_s: float = 0.3,
+        gate: VoiceGate | None = None,
     ) -> None:
         self._source = source
         self._turns = turns
         self._meters = meters
         self._rate = rate
-        self._threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
-        self._hang_s = hang_s
-        self._preroll_s = preroll_s
+        self._gate = gate or VoiceGate()
         self._queue: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue(maxsize=500)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.turns_sent = 0
@@ -118,37 +114,22 @@ class PuppetDriver:
         if not self._queue.full():  # the loop was blocked for 10 s: drop rather than grow
             self._queue.put_nowait((samples, spoken_at))
 
-    def _loud(self, samples: np.ndarray) -> bool:
-        rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if samples.size else 0.0
-        return rms > self._threshold
-
     async def run(self) -> None:
-        preroll: collections.deque[tuple[np.ndarray, float]] = collections.deque()
         turn_id: str | None = None
-        quiet_s = 0.0
         while True:
             samples, spoken_at = await self._queue.get()
-            duration = len(samples) / self._rate
-            loud = self._loud(samples)
+            step = self._gate.feed(samples, self._rate, at=spoken_at)
             try:
-                if turn_id is None:
-                    preroll.append((samples, spoken_at))
-                    while len(preroll) > 1 and len(preroll) * duration > self._preroll_s:
-                        preroll.popleft()
-                    if not loud:
-                        continue
+                if step.opens:
                     turn_id = self._turns.new_id("puppet")
-                    self._meters.speech_sent(turn_id, preroll[0][1])
-                    pcm = np.concatenate([chunk for chunk, _ in preroll])
-                    preroll.clear()
-                    quiet_s = 0.0
+                    self._meters.speech_sent(turn_id, step.heard_at)
                     self.turns_sent += 1
-                    await self._source.send_speech(pcm, self._rate, end_of_turn=False, turn_id=turn_id)
+                if turn_id is None or not step.chunks:
                     continue
-                quiet_s = 0.0 if loud else quiet_s + duration
-                ends = quiet_s >= self._hang_s
-                await self._source.send_speech(samples, self._rate, end_of_turn=ends, turn_id=turn_id)
-                if ends:
+                pcm = np.concatenate(step.chunks)
+                await self._source.send_speech(pcm, self._rate, end_of_turn=step.closes, turn_id=turn_id)
+                if step.closes:
                     turn_id = None
             except NotConnected:
                 turn_id = None  # the node is away: this speech is lost; start afresh when it returns
+                self._gate.reset()

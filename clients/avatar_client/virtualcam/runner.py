@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import grpc
 import numpy as np
 
+from ..voice_gate import DEFAULT_THRESHOLD_DBFS, VoiceGate
 from .audio_out import AudioDevice, AudioWriter, ClockOnlyDevice
 from .camera import CameraOutput, CameraTicker
 from .drivers import PuppetDriver, Turns, speak_once
@@ -61,7 +62,7 @@ class CamOptions:
     av_offset_ms: float = 0.0  # wanted audio-minus-video offset at the devices
     puppet: bool = False
     puppet_mic: str | None = None
-    puppet_threshold_db: float = -45.0
+    voice_threshold_db: float = DEFAULT_THRESHOLD_DBFS  # the voice gate's, for --puppet
     say: str | None = None
     speak: tuple[np.ndarray, int] | None = None
     exit_when_done: bool = False
@@ -450,7 +451,7 @@ class VirtualCam:
 
     async def _puppet(self, source: FrameSource, loop: asyncio.AbstractEventLoop) -> None:
         o = self.options
-        driver = PuppetDriver(source, self._turns, self.meters, o.rate, threshold_dbfs=o.puppet_threshold_db)
+        driver = PuppetDriver(source, self._turns, self.meters, o.rate, VoiceGate(o.voice_threshold_db))
         driver.attach(loop)
         if sys.platform.startswith("linux") and not (o.puppet_mic or "").startswith("sounddevice:"):
             from .capture import MicCapture

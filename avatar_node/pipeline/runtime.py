@@ -87,8 +87,7 @@ class AvatarRuntime:
         self._frame_cost_ms: dict[str, float] = {}
         self._listeners: list[Callable[[], None]] = []
         self.draining = False
-        #: Sessions ended, by reason; errors are counted by the transports.
-        self.ended: Counter[str] = Counter()
+        self.ended: Counter[str] = Counter()  # sessions ended, by reason (the transports count errors)
         self.started = 0
         self.refused: Counter[str] = Counter()  # sessions refused before they opened, by reason
         self.totals = FrameTotals()  # closed streams' frame figures

@@ -247,3 +247,30 @@ def test_unusable_clips_are_refused_with_a_fix(
         engine.prepare(bad_clip(case, synthetic))
     assert caught.value.reason == reason, str(caught.value)
     assert words in str(caught.value), str(caught.value)
+
+
+def test_a_nod_moves_the_head_and_barge_in_closes_the_mouth(
+    engine: PortraitEngine, synthetic_avatar: Identity, held_out_speech: np.ndarray
+) -> None:
+    lookahead = engine.info.audio_lookahead_ms
+    plain = engine.open(synthetic_avatar, SMALL)
+    nodding = engine.open(synthetic_avatar, SMALL)
+    quiet = list(frame_conditions(30, SMALL.fps, lookahead))
+    asked = list(frame_conditions(30, SMALL.fps, lookahead, behaviours={8: ["nod"]}))
+    change = [float(np.mean(np.abs(_luma(plain.step(a)[0]) - _luma(nodding.step(b)[0])))) for a, b in zip(quiet, asked)]
+    assert max(change[:8]) == 0.0 and max(change[10:25]) > 1.0, change
+
+    stream = engine.open(synthetic_avatar, SMALL)
+    assert isinstance(stream, ClipStream)
+    talking = list(frame_conditions(40, SMALL.fps, lookahead, speech=held_out_speech))
+    for cond in talking:
+        stream.step(cond)
+    stream.reset_speech()  # barge-in: the rest of the turn is dropped
+    dark = synthetic_avatar.data.library.descriptors[:, 5]
+    closed_enough = float(np.percentile(dark, 40))
+    shown = []
+    for k, cond in enumerate(frame_conditions(10, SMALL.fps, lookahead), start=40):
+        cond.frame_index = k
+        stream.step(cond)
+        shown.append(float(dark[stream.last_entry]))
+    assert max(shown[4:]) <= closed_enough, shown

@@ -6,7 +6,10 @@ library mouth; that mouth's canonical patch is mapped onto the base frame by the
 frame's own canonical map (so it sits under the nose and its chin goes where its jaw
 was), colour-matched to the base frame where the mask fades, and blended in with a soft
 mask reaching below the lower of the two chins. Silence asks for a closed mouth, so the
-clip's own closed mouths are shown; idle and listening prefer calm stretches.
+clip's own closed mouths are shown; idle and listening prefer calm stretches. Nods and
+shakes (asked for, or while listening) move the head inside a soft ellipse; the other
+behaviours of the photo avatar (smile, raised brows, blinks on demand) are not acted on:
+the clip's own blinks and expressions play.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from avatar_node.engines.base import Conditioning, EngineStream, StreamOptions
 from avatar_node.engines.portrait.clip_avatar import ClipIdentityData, chin_depth
 from avatar_node.engines.portrait.framing import frame_placement
-from avatar_node.engines.portrait.motion import Spring
+from avatar_node.engines.portrait.motion import Gesture, Spring, nod_curve, shake_curve
 from avatar_node.engines.portrait.motion_graph import GraphWalker
 from avatar_node.engines.portrait.mouth_library import apply, compose, invert, patch_to_frame
 from avatar_node.engines.portrait.mouth_select import MouthSelector
@@ -32,6 +35,8 @@ from avatar_node.media.canvas import render_on_canvas
 _MOUTH_OMEGA = np.array([60.0, 30.0, 24.0, 60.0, 36.0, 24.0])
 #: Colour gain limits when matching a mouth to its base frame.
 _GAIN = (0.85, 1.18)
+#: Gestures made by moving the head in the picture: duration (s), offset at full swing (F units).
+_GESTURES = {"nod": (0.7, (0.0, 0.12)), "shake": (1.1, (0.1, 0.0))}
 #: The head moved in a cross-fade: an ellipse around the face, in canonical F units.
 _HEAD_CENTRE_Y = 0.3
 _HEAD_HALF = (1.2, 1.7)
@@ -100,6 +105,9 @@ class ClipStream(EngineStream):
         self._mouth = Spring(len(MouthShape.FIELDS), _MOUTH_OMEGA)
         self._calm = Spring(1, 3.0)
         self._listen_env = 0.0
+        self._rng = rng
+        self._gestures: list[tuple[str, Gesture]] = []
+        self._next_listen_nod = 2.0
         #: For tests that must see a hard seam fail: no feather at the mask's edge.
         self.hard_mask = hard_mask
         self.last_blend: BlendRecord | None = None
@@ -123,6 +131,12 @@ class ClipStream(EngineStream):
         pose = data.canon_to_frame[base.index]
         if base.fade_from >= 0:
             rgb, pose = _morph(data, base.fade_from, base.index, base.fade, rgb)
+        nod = self._gesture(cond, t, speaking)
+        if nod.any():
+            shift = nod * float(np.linalg.norm(pose[:, 0]))
+            rgb = _shift_head(rgb, pose, shift)
+            pose = pose.copy()
+            pose[:, 2] += shift
         frame = self._place(rgb)
         self.last_target_opening = self._selector.opening_of(target)
         own = int(data.base_entry[base.index])
@@ -139,6 +153,29 @@ class ClipStream(EngineStream):
 
     def close(self) -> None:
         self._speech.reset()
+
+    def _gesture(self, cond: Conditioning, t: float, speaking: bool) -> np.ndarray:
+        """The head's offset (F units) for nods and shakes: asked for, or while listening (a
+        nod every few seconds, as the photo avatar does)."""
+        for name in cond.behaviours:
+            if name in _GESTURES:
+                self._gestures.append((name, Gesture(t, _GESTURES[name][0])))
+        if self._listen_env > 0.5 and not speaking:
+            if t >= self._next_listen_nod:
+                self._gestures.append(("nod", Gesture(t, 0.8)))
+                self._next_listen_nod = t + float(self._rng.gamma(3.0, 1.1))
+        else:
+            self._next_listen_nod = max(self._next_listen_nod, t + 1.0)
+        offset = np.zeros(2)
+        for name, gesture in list(self._gestures):
+            phase = gesture.phase(t)
+            if phase is None:
+                if t > gesture.start + gesture.duration:
+                    self._gestures.remove((name, gesture))
+                continue
+            curve = nod_curve(phase) if name == "nod" else shake_curve(phase)
+            offset += np.array(_GESTURES[name][1]) * curve
+        return offset
 
     def _place(self, rgb: np.ndarray) -> np.ndarray:
         """The base picture on the canvas. Only the covered box is warped (a warp that leaves

@@ -9,8 +9,10 @@ together within a frame whatever happened before. The tracks are published befor
 first frame is captured and only once a real frame is ready, so a subscriber never sees
 a blank or green picture, and idle video flows from the start.
 
-An interrupt empties the synchronizer's queues; `clear()` says how much speech that
-discarded, so the playback position reported to the agent is what people heard.
+An interrupt empties the synchronizer's queues, and drops the pictures from before it
+that were still waiting for room or for their time (else up to two speaking pictures
+followed it); `clear()` says how much speech that discarded, so the playback position
+reported to the agent is what people heard.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ class TrackPublisher:
         self._room: Any = None
         self._publications: list[Any] = []
         self._tasks: set[asyncio.Future[None]] = set()
-        self._pictures: asyncio.Queue[tuple[float, rtc.VideoFrame]] = asyncio.Queue()
+        self._pictures: asyncio.Queue[tuple[int, float, rtc.VideoFrame]] = asyncio.Queue()
+        #: Counts `clear()` calls: a picture from before the latest one is never shown.
+        self._clears = 0
         self._picture_task = asyncio.create_task(self._hand_over_pictures(), name="avatar-pictures")
         self.frames_pushed = 0
         self.closed = False
@@ -93,20 +97,24 @@ class TrackPublisher:
         audio = np.ascontiguousarray(frame.audio, dtype=np.int16)
         picture = rtc.VideoFrame(fmt.width, fmt.height, rtc.VideoBufferType.RGB24, image.tobytes())
         plays_at = asyncio.get_running_loop().time() + self.audio_source.queued_duration
+        clears = self._clears
         if len(audio):
             await self.sync.push(rtc.AudioFrame(audio.tobytes(), fmt.sample_rate, 1, len(audio)))
-        self._pictures.put_nowait((plays_at, picture))
+        if clears != self._clears:
+            return  # an interrupt came while its audio waited for room: its picture would show speech after it
+        self._pictures.put_nowait((clears, plays_at, picture))
         self._recent.append((len(audio), frame.speaking))
         self.frames_pushed += 1
 
     async def _hand_over_pictures(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            plays_at, picture = await self._pictures.get()
+            clears, plays_at, picture = await self._pictures.get()
             delay = plays_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self.sync.push(picture)
+            if clears == self._clears:  # not one taken from the queue just before an interrupt emptied it
+                await self.sync.push(picture)
 
     def clear(self) -> float:
         """Drop everything queued and not yet played; returns the seconds of speech discarded."""
@@ -120,6 +128,7 @@ class TrackPublisher:
             if speaking:
                 speech += taken
         self._recent.clear()
+        self._clears += 1
         self.audio_source.clear_queue()
         while not self._pictures.empty():  # their audio is gone: show what comes next at once
             self._pictures.get_nowait()

@@ -1,0 +1,56 @@
+"""The publisher at an interrupt: no picture from before `clear()` reaches the synchronizer after it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from avatar_livekit.frames import RenderedFrame, VideoFormat
+from avatar_livekit.publisher import TrackPublisher
+from livekit import rtc
+
+FMT = VideoFormat(64, 48, 25.0, 48000)
+SPEECH, IDLE = 200, 0  # the pictures' fill: which frame a handed-over picture came from
+
+
+async def test_no_speech_picture_is_handed_over_after_clear() -> None:
+    publisher = TrackPublisher(FMT)
+    handed: list[tuple[int, int]] = []  # (clears so far, fill of the picture)
+    push = publisher.sync.push
+    clears = 0
+
+    async def spy(frame, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(frame, rtc.VideoFrame):
+            handed.append((clears, frame.data[0]))
+        return await push(frame, *args, **kwargs)
+
+    publisher.sync.push = spy  # type: ignore[method-assign]
+    tone = (np.sin(np.arange(1920) * 0.05) * 8000).astype(np.int16)
+
+    def frame(fill: int) -> RenderedFrame:
+        return RenderedFrame(np.full((48, 64, 3), fill, np.uint8), tone if fill == SPEECH else tone * 0,
+                             speaking=fill == SPEECH)
+
+    try:
+        # Speech at 1x fills the audio queue: the next push waits for room, its picture
+        # waits for its audio, exactly where an interrupt finds them.
+        state = {"fill": SPEECH}
+        pushing = asyncio.ensure_future(_push_forever(publisher, state, frame))
+        await asyncio.sleep(0.5)
+        assert any(fill == SPEECH for _, fill in handed)
+        clears = 1
+        publisher.clear()
+        state["fill"] = IDLE  # what comes after an interrupt, as the playout sends it
+        await asyncio.sleep(0.3)
+        pushing.cancel()
+        await asyncio.gather(pushing, return_exceptions=True)
+    finally:
+        await publisher.aclose()
+    after = [fill for n, fill in handed if n == 1]
+    assert after and after[-1] == IDLE
+    assert SPEECH not in after, f"speech pictures handed over after the clear: {after}"
+
+
+async def _push_forever(publisher: TrackPublisher, state: dict[str, int], frame) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        await publisher.push(frame(state["fill"]))

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 = any free port)")
     serve.add_argument("--engine", default=registry.DEFAULT_ENGINE,
                        help=f"engine(s) to serve, comma-separated; the first is the default "
                        f"(available: {', '.join(registry.available())})")

@@ -329,17 +329,20 @@ def run_web(args: argparse.Namespace) -> int:
     if missing is not None:
         raise CliError(missing)
     photo = load_image(args.image) if args.image else None
-    node = start_background_node(NodeConfig(
-        host="127.0.0.1", port=0, engines=[args.engine], max_sessions=args.max_sessions,
-        auth_token=args.token or None, web_port=args.port, web_host=args.host, web_default_photo=photo,
-    ))
+    try:
+        node = start_background_node(NodeConfig(
+            host="127.0.0.1", port=0, engines=[args.engine], max_sessions=args.max_sessions,
+            auth_token=args.token or None, web_port=args.port, web_host=args.host, web_default_photo=photo,
+        ))
+    except OSError as error:  # the page's port is taken or not ours to use: a command-line matter
+        raise UsageError(str(error)) from None
     try:
         url = node.web_url or ""
         print(f"avatar page on {url}  (gRPC on {node.target}; Ctrl+C to stop)", flush=True)
         if args.token:
             print(f"sign in with the token, or open {url}#token={args.token}", flush=True)
-        if args.open:
-            webbrowser.open(url + (f"#token={args.token}" if args.token else ""))
+        if args.open and not webbrowser.open(url + (f"#token={args.token}" if args.token else "")):
+            print(f"no web browser could be opened here: open {url} yourself", flush=True)
         threading.Event().wait(args.duration if args.duration > 0 else None)
     finally:
         node.stop()

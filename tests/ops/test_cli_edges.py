@@ -153,3 +153,27 @@ def test_output_into_a_missing_folder_names_the_path(tmp_path: Path, capsys):
     assert avatar_main(["say", "Hello", "-q", "-o", str(target)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(target) in line and f"the folder {target.parent} does not exist" in line
+
+
+def test_web_page_port_in_use_is_a_usage_error_and_exit_2():
+    pytest.importorskip("aiortc")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "avatar_client.cli", "web", "--port", str(port)],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    line = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert line and str(port) in line[0] and "pick another port" in line[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_web_open_says_so_when_no_browser_opens():
+    pytest.importorskip("aiortc")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["BROWSER"] = "false"  # a "browser" that fails, and no display for any other
+    result = subprocess.run([sys.executable, "-m", "avatar_client.cli", "web", "--port", "0", "--open",
+                             "--duration", "0.5"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "no web browser could be opened here: open http://127.0.0.1:" in result.stdout, result.stdout

@@ -57,12 +57,25 @@ def test_a_busy_camera_is_named_with_what_to_do(tmp_path):  # type: ignore[no-un
 def test_no_sound_server_says_how_to_start_one_or_use_no_mic(tmp_path):  # type: ignore[no-untyped-def]
     empty = tmp_path / "runtime"
     empty.mkdir(mode=0o700)
-    line = one_error_line(run_avatar(
+    result = run_avatar(
         "cam", "--sync-test", "--no-camera",
         env={"XDG_RUNTIME_DIR": str(empty), "PULSE_SERVER": f"unix:{empty}/nothing", "HOME": str(tmp_path)},
-    ))
+    )
+    line = one_error_line(result)
     print(line)
     assert "PulseAudio or PipeWire" in line and "--no-mic" in line
+    assert "removed the virtual microphone" not in result.stderr + result.stdout  # none was made
+
+
+def test_a_missing_pulsectl_is_the_microphones_need_not_the_cameras(monkeypatch):  # type: ignore[no-untyped-def]
+    from avatar_client.virtualcam import virtual_mic
+
+    monkeypatch.setitem(sys.modules, "pulsectl", None)  # as if not installed
+    with pytest.raises(errors.CamError) as raised:
+        virtual_mic.VirtualMic("avatar").create()
+    message = str(raised.value)
+    assert message.startswith("the virtual microphone needs the 'pulsectl' package")
+    assert "[virtualcam]" in message and "--no-mic" in message
 
 
 def test_other_systems_are_told_what_to_install(monkeypatch):  # type: ignore[no-untyped-def]

@@ -66,7 +66,6 @@ def no_sound_server(detail: str) -> MicUnavailable:
     )
 
 
-def missing_extra(module: str) -> CamError:
-    return CamError(
-        f"the virtual camera needs the '{module}' package: pip install 'avatar-node[virtualcam]'"
-    )
+def missing_extra(module: str, needs: str = "the virtual camera") -> CamError:
+    also = "; or run with --no-mic for the camera alone" if needs == "the virtual microphone" else ""
+    return CamError(f"{needs} needs the '{module}' package: pip install 'avatar-node[virtualcam]'{also}")

@@ -556,5 +556,5 @@ class VirtualCam:
                 f"device ran dry; {1000 * p.stretched_samples / p.rate:.0f} ms of silence added and "
                 f"{1000 * p.trimmed_samples / p.rate:.0f} ms skipped to follow the source's jitter"
             )
-        if self._mic is not None:
+        if self._mic is not None and self._mic.was_created:
             self.log(f"removed the virtual microphone ({self._mic.devices.source})")

@@ -20,7 +20,7 @@ def _pulsectl() -> Any:
     try:
         import pulsectl
     except ImportError:
-        raise errors.missing_extra("pulsectl") from None
+        raise errors.missing_extra("pulsectl", "the virtual microphone") from None
     return pulsectl
 
 
@@ -66,6 +66,7 @@ class VirtualMic:
         #: Messages about what was found and cleaned up before creating the devices.
         self.notes: list[str] = []
         self.server_name = ""
+        self.was_created = False  # both devices were made (and so are ours to report removed)
 
     def _connect(self) -> Any:
         pulsectl = _pulsectl()
@@ -96,6 +97,7 @@ class VirtualMic:
                 f"source_properties='device.description=\"{label}\" {owner}'",
             )
             self._keep_defaults(default_sink, default_source)
+            self.was_created = True
         except (pulsectl.PulseError, pulsectl.PulseDisconnected) as error:
             self.remove()
             raise errors.MicUnavailable(

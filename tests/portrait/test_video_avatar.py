@@ -19,6 +19,7 @@ from avatar_node.engines.portrait.clip_avatar import ClipIdentityData
 from avatar_node.engines.portrait.clip_decode import decode_clip, looks_like_video
 from avatar_node.engines.portrait.clip_stream import ClipStream
 from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
+from avatar_node.pipeline.identities import estimate_bytes
 from avatar_node.speech.tts import SpeechSynthesizer
 
 from .clip_media import SyntheticClip, bad_clip, real_clip, synthetic_clip
@@ -70,6 +71,8 @@ def test_a_clip_avatar_is_prepared_and_opens_at_once(engine: PortraitEngine, syn
     assert isinstance(data, ClipIdentityData)
     assert synthetic_avatar.engine == "portrait" and synthetic_avatar.faces_found == 1
     assert len(data.library) >= 0.95 * len(data.base)  # the synthetic clip is usable throughout
+    # The node's avatar cache counts a clip's frames and mouths against its byte budget.
+    assert estimate_bytes(data) >= data.base.nbytes + data.library.patches.nbytes
     t0 = time.perf_counter()
     stream = engine.open(synthetic_avatar, StreamOptions(width=640, height=360, fps=25.0))
     opened_ms = (time.perf_counter() - t0) * 1e3

@@ -14,7 +14,8 @@ Prints, for the default engine and an 848x480 output:
   control would accept (GetNodeInfo's live capacity) beside it.
 
 The photo defaults to a tight crop of the bundled portrait, so the face fills the frame (the
-dearest case for the portrait engine). The node runs with admission control opened up
+dearest case for the portrait engine). A video given as --photo makes a clip avatar (the node
+tells a video by its bytes): the same figures for clip avatars. The node runs with admission control opened up
 (--live-load-target 2) so that the measurement, not the admission estimate, decides.
 """
 

@@ -62,6 +62,7 @@ function showLogin() {
 // ------------------------------------------------------------------ session
 
 function setRunning(running) {
+  $("hint").hidden = running;
   $("start").disabled = running;
   for (const id of ["stop", "interrupt"]) $(id).disabled = !running;
   for (const el of $("say").elements) el.disabled = !running;
@@ -80,6 +81,12 @@ function iceGathered(pc, timeoutMs) {
 
 page.start = async function start() {
   if (page.pc) return;
+  if (page.refusedUpload) {
+    // Never fall back to the sample face silently: say so once; pressing Start again uses it.
+    showError(`${page.refusedUpload} Upload another, or press Start again to use the sample face.`);
+    page.refusedUpload = null;
+    return;
+  }
   showError(null);
   setState("connecting");
   ensureAudioContext();
@@ -235,6 +242,7 @@ async function updateStats() {
 
 async function useAvatar(id) {
   page.avatar = id;
+  page.refusedUpload = null;
   if (page.pc) { await page.stop(); await page.start(); }
 }
 
@@ -296,7 +304,14 @@ for (const input of document.querySelectorAll("input[name=mic]")) {
 $("photo").onchange = async () => {
   const file = $("photo").files[0];
   if (!file) return;
-  try { await useAvatar(await upload(file)); } catch (error) { showError(error); $("photo-note").textContent = ""; }
+  try {
+    await useAvatar(await upload(file));
+  } catch (error) {
+    const message = String(error.message || error);
+    if (!page.avatar) page.refusedUpload = `Your upload (${file.name}) was refused: ${message}`;
+    showError(error);
+    $("photo-note").textContent = "refused: " + message;
+  }
 };
 $("avatar-id").onsubmit = (event) => {
   event.preventDefault();

@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import AsyncIterator
 
 import grpc
-import numpy as np
 import pytest
 
 from avatar_node.server import NodeConfig, start_background_node
 from avatar_proto import avatar_pb2 as pb
 from avatar_proto import avatar_pb2_grpc as pb_grpc
 
+from ..support.media import sample_photo
+from ..support.media import tone as tone  # the node tests import it from here
+
 
 @pytest.fixture(scope="session")
 def photo() -> bytes:
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
+    return sample_photo()
 
 
 @pytest.fixture(scope="session")
@@ -98,14 +99,6 @@ def start_event(photo: bytes, live: bool = True, width: int = 320, height: int =
             **kw,
         )
     )
-
-
-def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    # A voiced-like signal: a harmonic tone with a syllable-rate envelope.
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    signal = sum(np.sin(2 * np.pi * freq * h * t) / h for h in range(1, 6))
-    return (signal * envelope * amp * 32767 / 2).astype(np.int16)
 
 
 _RUNNING: list["NodeProcess"] = []

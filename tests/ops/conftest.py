@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import urllib.request
-from importlib import resources
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..support.media import sample_photo
+
 
 @pytest.fixture(scope="session")
 def photo() -> bytes:
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
+    return sample_photo()
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

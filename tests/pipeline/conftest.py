@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from importlib import resources
 
 import numpy as np
 import pytest
 
 from avatar_node.pipeline import AVFrame, AvatarStream, Ended, Notice, Stats, StreamItem, TurnEvent
 
+from ..support.media import sample_photo
+from ..support.media import tone as tone  # the pipeline tests import it from here
+
 
 @pytest.fixture(scope="session")
 def photo() -> bytes:
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
+    return sample_photo()
 
 
 @dataclass
@@ -69,11 +71,3 @@ def check_one_clock(frames: list[AVFrame], rate: int = 48000, fps: float = 25.0)
         assert frame.index == first + k, "frames went missing"
         assert frame.pts == round(frame.index * rate / fps)
         assert len(frame.audio) == frame.duration == round((frame.index + 1) * rate / fps) - frame.pts
-
-
-def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
-    """A voiced-like signal: harmonics under a syllable-rate envelope (int16)."""
-    t = np.arange(int(seconds * rate)) / rate
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
-    signal = sum(np.sin(2 * np.pi * freq * h * t) / h for h in range(1, 6))
-    return (signal * envelope * amp * 32767 / 2).astype(np.int16)

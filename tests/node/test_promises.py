@@ -185,3 +185,28 @@ async def test_nvenc_when_asked_falls_back_to_libx264_without_a_gpu(photo, caplo
     assert encoders == {"libx264"}
     assert any("h264_nvenc unavailable" in r.getMessage() for r in caplog.records)
     assert len(_decode_all(call.of("video"))) == len(call.of("video"))
+
+
+async def test_speech_at_24_khz_over_the_wire_plays_whole_and_at_its_own_pitch(card_node, photo):
+    # 24 kHz is what most TTS engines stream; 1.6 s is exactly 40 frames.
+    speech = tone(1.6, rate=24000)
+    async with channel(card_node.target) as stub:
+        call = Call(stub)
+        call.send(**start_event(photo))
+        for start in range(0, len(speech), 480):  # 20 ms chunks, as a TTS streams them
+            call.send(speech_audio=pb.SpeechAudio(pcm=speech[start : start + 480].tobytes(), sample_rate=24000,
+                                                  end_of_turn=start + 480 >= len(speech), turn_id="tts"))
+        call.open()
+        finished = await call.read_until(lambda e: e.WhichOneof("event") == "turn"
+                                         and e.turn.kind == pb.TurnEvent.KIND_FINISHED)
+        call.send(end=pb.EndSession())
+        call.close()
+        await call.read_all()
+    assert not finished.turn.interrupted
+    assert finished.turn.played_ms == finished.turn.duration_ms == 1600
+    speaking = {v.pts for v in call.of("video") if v.speaking}
+    heard = np.concatenate([np.frombuffer(a.pcm, np.int16) for a in call.of("audio") if a.pts in speaking])
+    assert all(a.sample_rate == 48000 for a in call.of("audio"))
+    assert len(speaking) == 40 and len(heard) == 2 * len(speech)
+    spectrum = np.abs(np.fft.rfft(heard.astype(np.float64) * np.hanning(len(heard))))
+    assert np.argmax(spectrum) * 48000 / len(heard) == pytest.approx(220, abs=3)  # not pitched up or down

@@ -164,3 +164,33 @@ def test_reset_speech_lets_the_mouth_close(engine, identity, sentence) -> None:
     base = rest_aperture(engine, identity)
     after = [mouth_aperture(stream.step(c)[0], box) - base for c in conds[50:60]]  # silence
     assert max(after[3:]) < 1.0
+
+
+def test_an_interrupt_shuts_the_mouth_at_once_and_it_stays_shut(engine, identity, sentence):
+    """Barge-in as a viewer sees it: the frame after the interrupt shows the mouth closing, it
+    is shut within two frames, and it never opens again in the silence after (pixels: the dark
+    opening beyond the face at rest), wherever in a syllable the interrupt lands."""
+    clip, speech = sentence
+    box = mouth_box(identity, OPTIONS)
+    rest = rest_aperture(engine, identity)
+    talking = list(frame_conditions(60, OPTIONS.fps, LOOKAHEAD, speech=speech))
+    silent = list(frame_conditions(30, OPTIONS.fps, LOOKAHEAD))
+    probe = engine.open(identity, OPTIONS)
+    try:
+        opening = [mouth_aperture(probe.step(c)[0], box) - rest for c in talking]
+    finally:
+        probe.close()
+    # Interrupt where the mouth is opening fastest (its momentum would carry it further open).
+    cut = int(np.argmax(np.diff(opening[10:]))) + 11
+    stream = engine.open(identity, OPTIONS)
+    try:
+        before = [mouth_aperture(stream.step(c)[0], box) - rest for c in talking[: cut + 1]]
+        stream.reset_speech()
+        after = [mouth_aperture(stream.step(c)[0], box) - rest for c in silent]
+    finally:
+        stream.close()
+    print(f"interrupt at frame {cut}: open {before[-1]:.1f}, then {', '.join(f'{a:.1f}' for a in after[:4])}")
+    assert before[-1] > 3.0, "the interrupt should land on an open mouth"
+    assert after[0] < before[-1], "the frame after the interrupt does not close the mouth"
+    assert after[1] < 1.0, f"not shut two frames after the interrupt ({after[1]:.1f})"
+    assert max(after[1:]) < 1.0, "the mouth opened again in silence"

@@ -26,7 +26,7 @@ from avatar_node.engines.portrait.motion import Gesture, Spring, nod_curve, shak
 from avatar_node.engines.portrait.motion_graph import GraphWalker
 from avatar_node.engines.portrait.mouth_library import apply, compose, invert, patch_to_frame
 from avatar_node.engines.portrait.mouth_select import MouthSelector
-from avatar_node.engines.portrait.mouth_target import SpeechMouth
+from avatar_node.engines.portrait.mouth_target import MOUTH_SHUT_FRAMES, MOUTH_SHUT_OMEGA, SpeechMouth
 from avatar_node.engines.portrait.speech_features import MouthShape, clamp, level_db
 from avatar_node.media.canvas import render_on_canvas
 
@@ -150,6 +150,7 @@ class ClipStream(EngineStream):
 
     def reset_speech(self) -> None:
         self._speech.reset()
+        self._mouth.hurry(MOUTH_SHUT_OMEGA, MOUTH_SHUT_FRAMES)
 
     def close(self) -> None:
         self._speech.reset()

@@ -37,7 +37,7 @@ from avatar_node.engines.portrait.motion import (
     shake_curve,
 )
 from avatar_node.engines.portrait.mouth_interior import MouthInterior
-from avatar_node.engines.portrait.mouth_target import SpeechMouth
+from avatar_node.engines.portrait.mouth_target import MOUTH_SHUT_FRAMES, MOUTH_SHUT_OMEGA, SpeechMouth
 from avatar_node.engines.portrait.photo import decode_photo
 from avatar_node.engines.portrait.rig import HEAD_CONTROLS, LOCAL_CONTROLS, LOCAL_INDEX, FaceRig
 from avatar_node.engines.portrait.speech_features import MouthShape, clamp, level_db
@@ -283,6 +283,7 @@ class PortraitStream(EngineStream):
 
     def reset_speech(self) -> None:
         self._speech_mouth.reset()
+        self._mouth.hurry(MOUTH_SHUT_OMEGA, MOUTH_SHUT_FRAMES)
 
     def close(self) -> None:
         self._speech_mouth.reset()

@@ -24,9 +24,21 @@ class Spring:
         self.value = np.zeros(size)
         self.velocity = np.zeros(size)
         self.omega = np.broadcast_to(np.asarray(omega, dtype=np.float64), (size,)).copy()
+        self._hurry: tuple[float, int] = (0.0, 0)  # (omega, steps left)
+
+    def hurry(self, omega: float, steps: int) -> None:
+        """Stop moving and follow the next `steps` targets at `omega` at least: what was under
+        way is dropped, so the value heads straight for the new target (a mouth that is
+        interrupted shuts at once instead of finishing the syllable it was opening for)."""
+        self.velocity[:] = 0.0
+        self._hurry = (omega, steps)
 
     def step(self, target: np.ndarray, dt: float) -> np.ndarray:
         w = self.omega
+        omega, steps = self._hurry
+        if steps > 0:
+            w = np.maximum(w, omega)
+            self._hurry = (omega, steps - 1)
         offset = self.value - target
         slope = self.velocity + w * offset
         decay = np.exp(-w * dt)

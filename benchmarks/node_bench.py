@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import statistics
 import subprocess
@@ -34,25 +33,18 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from PIL import Image
 
 from avatar_node.speech.tts import SpeechSynthesizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from avatar_proto import avatar_pb2 as pb
 from avatar_proto import avatar_pb2_grpc as pb_grpc
+from portrait_bench import face_filling_photo  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[1] / "avatar_node" / "assets" / "sample_portrait.jpg"
 SENTENCE = ("Hello there. I am a talking avatar, rendered live on this machine, one frame at a time, "
             "and I can keep talking for as long as you like.")
 FPS = 25
 TICKS = 48000 // FPS
-
-
-def face_filling_photo() -> bytes:
-    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    face = Image.fromarray(rgb[45:175, 100:212]).resize((896, 1040), Image.BICUBIC)
-    out = io.BytesIO()
-    face.save(out, format="JPEG", quality=92)
-    return out.getvalue()
 
 
 class Node:

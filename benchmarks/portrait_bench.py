@@ -38,19 +38,24 @@ SAMPLE = Path(__file__).resolve().parents[1] / "avatar_node" / "assets" / "sampl
 TEXT = "The quick brown fox jumps over the lazy dog, and then it rests for a while. Would you like to hear more?"
 
 
+def face_filling_photo() -> bytes:
+    """The sample's face, forehead to chin and cheek to cheek (from the face mesh), enlarged to
+    896x1040: the dearest case for the portrait engine."""
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    points = PortraitEngine().prepare(SAMPLE.read_bytes()).data.points
+    (x0, y0), (x1, y1) = points[:, :2].min(0).astype(int), points[:, :2].max(0).astype(int)
+    return _jpeg(cv2.resize(rgb[y0:y1, x0:x1], (896, 1040), interpolation=cv2.INTER_CUBIC))
+
+
 def made_photos() -> list[tuple[str, bytes]]:
     """The sample, a head-and-shoulders photo twice its size, and a face-filling crop."""
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
     big = cv2.resize(rgb, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
-    # Forehead to chin and cheek to cheek, from the face mesh, enlarged to 896x1040.
-    points = PortraitEngine().prepare(SAMPLE.read_bytes()).data.points
-    (x0, y0), (x1, y1) = points[:, :2].min(0).astype(int), points[:, :2].max(0).astype(int)
-    face = cv2.resize(rgb[y0:y1, x0:x1], (896, 1040), interpolation=cv2.INTER_CUBIC)
     h, w = rgb.shape[:2]
     return [
         (f"sample {w}x{h}", SAMPLE.read_bytes()),
         (f"head-and-shoulders {2 * w}x{2 * h}", _jpeg(big)),
-        ("face crop 896x1040 (face fills the frame)", _jpeg(face)),
+        ("face crop 896x1040 (face fills the frame)", face_filling_photo()),
     ]
 
 

@@ -64,6 +64,8 @@ class Identity:
     face: FaceBox | None
     faces_found: int
     data: Any = field(repr=False, compare=False)
+    #: Advice for the user: the avatar works, and this would make it better (a short clip).
+    notes: tuple[str, ...] = ()
 
 
 #: How the photo is placed on the canvas: "auto" frames the head and shoulders when the

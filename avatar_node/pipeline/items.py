@@ -32,6 +32,7 @@ class NoticeCode(enum.Enum):
     LISTEN_AUDIO_DROPPED = "listen_audio_dropped"
     NOTICES_DROPPED = "notices_dropped"
     DRAINING = "draining"
+    AVATAR_ADVICE = "avatar_advice"
 
 
 @dataclass(frozen=True, eq=False)

@@ -80,6 +80,8 @@ class AvatarStream:
 
     async def start(self) -> None:
         await self.parts.start(self._end_output, self.options.stats_interval_ms / 1000, self._report_stats)
+        for note in self.identity.notes:  # said once per session, where its user will read it
+            self.parts.outbox.put(Notice(NoticeCode.AVATAR_ADVICE, note))
 
     async def aclose(self, reason: EndReason = EndReason.CLIENT_CANCELLED) -> None:
         """Stop now and return every resource. Idempotent; safe to cancel (the teardown finishes anyway).

@@ -44,6 +44,7 @@ _NOTICE_CODE = {
     NoticeCode.LISTEN_AUDIO_DROPPED: pb.NOTICE_CODE_LISTEN_AUDIO_DROPPED,
     NoticeCode.NOTICES_DROPPED: pb.NOTICE_CODE_NOTICES_DROPPED,
     NoticeCode.DRAINING: pb.NOTICE_CODE_DRAINING,
+    NoticeCode.AVATAR_ADVICE: pb.NOTICE_CODE_AVATAR_ADVICE,
 }
 
 
@@ -168,6 +169,7 @@ def prepared(result: PreparedAvatar) -> pb.PrepareAvatarResponse:
         faces_found=identity.faces_found,
         prepare_ms=result.prepare_ms,
         cached=result.cached,
+        notes=list(identity.notes),
     )
 
 

@@ -209,7 +209,7 @@ class WebServer:
         identity = prepared.identity
         return web.json_response(
             {"avatar_id": identity.avatar_id, "width": identity.image_width, "height": identity.image_height,
-             "cached": prepared.cached, "prepare_ms": round(prepared.prepare_ms, 1)},
+             "cached": prepared.cached, "prepare_ms": round(prepared.prepare_ms, 1), "notes": list(identity.notes)},
             status=201,
         )
 

@@ -312,6 +312,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{prepared.image_width}x{prepared.image_height}, {prepared.faces_found} face(s){where}",
         file=sys.stderr,
     )
+    for note in prepared.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -312,6 +312,7 @@ class PreparedAvatar:
     faces_found: int
     prepare_ms: float
     cached: bool
+    notes: tuple[str, ...] = ()  # advice: the avatar works, and how it could be better
 
     @classmethod
     def from_proto(cls, msg: avatar_pb2.PrepareAvatarResponse) -> PreparedAvatar:
@@ -327,4 +328,5 @@ class PreparedAvatar:
             faces_found=msg.faces_found,
             prepare_ms=msg.prepare_ms,
             cached=msg.cached,
+            notes=tuple(msg.notes),
         )

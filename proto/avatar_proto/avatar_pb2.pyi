@@ -33,6 +33,7 @@ class NoticeCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOTICE_CODE_LISTEN_AUDIO_DROPPED: _ClassVar[NoticeCode]
     NOTICE_CODE_NOTICES_DROPPED: _ClassVar[NoticeCode]
     NOTICE_CODE_DRAINING: _ClassVar[NoticeCode]
+    NOTICE_CODE_AVATAR_ADVICE: _ClassVar[NoticeCode]
 
 class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ NOTICE_CODE_SLOW_READER: NoticeCode
 NOTICE_CODE_LISTEN_AUDIO_DROPPED: NoticeCode
 NOTICE_CODE_NOTICES_DROPPED: NoticeCode
 NOTICE_CODE_DRAINING: NoticeCode
+NOTICE_CODE_AVATAR_ADVICE: NoticeCode
 END_REASON_UNSPECIFIED: EndReason
 END_REASON_END_REQUESTED: EndReason
 END_REASON_INPUT_CLOSED: EndReason
@@ -341,7 +343,7 @@ class FaceBox(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[float] = ..., height: _Optional[float] = ...) -> None: ...
 
 class PrepareAvatarResponse(_message.Message):
-    __slots__ = ("avatar_id", "image_width", "image_height", "face", "faces_found", "prepare_ms", "cached")
+    __slots__ = ("avatar_id", "image_width", "image_height", "face", "faces_found", "prepare_ms", "cached", "notes")
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +351,7 @@ class PrepareAvatarResponse(_message.Message):
     FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
     PREPARE_MS_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     avatar_id: str
     image_width: int
     image_height: int
@@ -356,7 +359,8 @@ class PrepareAvatarResponse(_message.Message):
     faces_found: int
     prepare_ms: float
     cached: bool
-    def __init__(self, avatar_id: _Optional[str] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., face: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., prepare_ms: _Optional[float] = ..., cached: _Optional[bool] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, avatar_id: _Optional[str] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., face: _Optional[_Union[FaceBox, _Mapping]] = ..., faces_found: _Optional[int] = ..., prepare_ms: _Optional[float] = ..., cached: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetNodeInfoRequest(_message.Message):
     __slots__ = ()

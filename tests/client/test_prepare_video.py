@@ -24,6 +24,8 @@ def test_prepare_video_prints_an_id(node, tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out.strip().startswith("portrait-")
     assert "176x144, 1 face(s)" in out.err
+    # A 4 s clip works, and the user is told what a longer one would add.
+    assert "note: The clip shows a usable face for" in out.err and "30-120 s" in out.err, out.err
 
 
 def test_prepare_video_refuses_what_the_node_cannot_take(node, tmp_path, capsys):

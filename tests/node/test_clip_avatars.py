@@ -41,8 +41,11 @@ async def test_a_clip_avatar_speaks_in_sync_over_grpc(node, synthetic, speech):
     async with channel(node.target) as stub:
         prepared = await stub.PrepareAvatar(pb.PrepareAvatarRequest(image=synthetic.data))
     assert prepared.faces_found == 1 and (prepared.image_width, prepared.image_height) == (640, 360)
+    assert any("30-120 s" in note for note in prepared.notes), prepared.notes  # a short clip: advice
     samples, rate = speech
     call = await _render_speech_audio(node.target, synthetic.data, samples, rate)
+    advice = [n for n in call.of("notice") if n.code == pb.NOTICE_CODE_AVATAR_ADVICE]
+    assert len(advice) == 1 and "30-120 s" in advice[0].message  # and the session says it once
     frames, envelope = _frames_and_envelope(call)
     box = mouth_box(PortraitEngine().prepare(synthetic.data), StreamOptions(W, H, 25.0))
     aperture = np.array([mouth_aperture(f, box) for f in frames])

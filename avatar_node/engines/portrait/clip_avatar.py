@@ -138,6 +138,7 @@ def prepare_clip(data: bytes, models: FaceModels, detector: FaceDetector, engine
         face=box,
         faces_found=1,
         data=identity_data,
+        notes=notes,
     )
 
 

@@ -253,7 +253,8 @@ async function upload(file) {
   const prepared = await api("/api/avatars", {
     method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
   });
-  $("photo-note").textContent = `ready (${prepared.width}x${prepared.height})`;
+  $("photo-note").textContent = `ready (${prepared.width}x${prepared.height})` +
+    (prepared.notes && prepared.notes.length ? ". " + prepared.notes.join(" ") : "");
   $("avatar-id-text").value = prepared.avatar_id;
   return prepared.avatar_id;
 }

@@ -17,13 +17,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import wave
 from contextlib import suppress
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -52,6 +50,9 @@ from avatar_node.engines.portrait import PortraitEngine  # noqa: E402
 from avatar_node.engines.portrait.evaluation import mouth_aperture, mouth_box  # noqa: E402
 from avatar_node.server import BackgroundNode, NodeConfig, start_background_node  # noqa: E402
 
+from ..support.media import sample_photo  # noqa: E402
+from ..support.waits import wait_until  # noqa: E402
+
 #: The size the page asks for in these tests (small: two shared cores run node and browser).
 W, H = 512, 288
 
@@ -62,7 +63,7 @@ def chromium_binary() -> str | None:
 
 @pytest.fixture(scope="session")
 def photo() -> bytes:
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
+    return sample_photo()
 
 
 @pytest.fixture(scope="session")
@@ -78,14 +79,7 @@ def start_node(**config: Any) -> BackgroundNode:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, what, interval)
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,

@@ -31,16 +31,9 @@ from .conftest import (
     wait_for,
     wait_playing,
 )
+from ..support.waits import until
 
 TOKEN = "s3cret-token"
-
-
-async def until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_an_aiortc_whep_client_watches_the_avatar_and_hears_it(reference_small):

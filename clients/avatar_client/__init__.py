@@ -30,6 +30,7 @@ from .events import (
     TurnKind,
     VideoPacket,
 )
+from .live_feed import FeedFrame, FeedStatus, FeedTurn, FeedUnavailable, LiveFeed, SessionSpec
 from .mp4 import Mp4Writer
 from .render import RenderResult, record_session, render_to_mp4
 from .session import AvatarSession
@@ -47,7 +48,12 @@ __all__ = [
     "EngineDescription",
     "Event",
     "FaceBox",
+    "FeedFrame",
+    "FeedStatus",
+    "FeedTurn",
+    "FeedUnavailable",
     "H264Decoder",
+    "LiveFeed",
     "MediaFrame",
     "Mp4Writer",
     "NodeInfo",
@@ -55,6 +61,7 @@ __all__ = [
     "PreparedAvatar",
     "RenderResult",
     "SessionReady",
+    "SessionSpec",
     "Stats",
     "TurnEvent",
     "TurnKind",

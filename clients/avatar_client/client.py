@@ -20,6 +20,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 SessionModeName = Literal["live", "render"]
 _MODES = {"live": avatar_pb2.SESSION_MODE_LIVE, "render": avatar_pb2.SESSION_MODE_RENDER}
+_FRAMINGS = {"auto": avatar_pb2.FRAMING_AUTO, "fit": avatar_pb2.FRAMING_FIT}
 
 
 def load_image(image: bytes | str | Path) -> bytes:
@@ -112,6 +113,7 @@ class AsyncAvatarClient:
         mode: SessionModeName = "live",
         voice: str = "",
         prompt: str = "",
+        framing: str = "auto",
         audio_sample_rate: int = 48_000,
         bitrate_kbps: int = 0,
         keyframe_interval: int = 0,
@@ -128,6 +130,8 @@ class AsyncAvatarClient:
             raise ValueError("pass exactly one of image= or avatar_id=")
         if mode not in _MODES:
             raise ValueError(f"mode must be 'live' or 'render', not {mode!r}")
+        if framing not in _FRAMINGS:
+            raise ValueError(f"framing must be 'auto' or 'fit', not {framing!r}")
         start = avatar_pb2.StartSession(
             engine=engine,
             output=avatar_pb2.OutputFormat(
@@ -141,6 +145,7 @@ class AsyncAvatarClient:
             ),
             voice=voice,
             prompt=prompt,
+            framing=_FRAMINGS[framing],
             mode=_MODES[mode],
             stats_interval_ms=stats_interval_ms,
         )

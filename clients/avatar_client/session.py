@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
@@ -24,6 +23,7 @@ from .events import (
     VideoPacket,
     event_from_proto,
 )
+from .pairing import AvPairer
 
 #: Messages waiting to go out. Full means the node is not taking input as fast as we
 #: produce it; senders then wait (a few seconds of 100 ms audio chunks fit).
@@ -241,44 +241,22 @@ class AvatarSession:
         """
         decoder = H264Decoder(self.ready.codec_config)
         rate = self.ready.clock_rate
-        audio_by_pts: dict[int, np.ndarray] = {}
-        waiting: collections.deque[VideoFrame] = collections.deque()
-        latest_audio_pts = -1
+        pairer: AvPairer[VideoFrame] = AvPairer(lambda frame: frame.pts)
         no_audio = np.zeros(0, dtype=np.int16)
-
-        def release(at_end: bool) -> list[MediaFrame]:
-            out = []
-            while waiting:
-                frame = waiting[0]
-                if frame.pts in audio_by_pts:
-                    audio = audio_by_pts.pop(frame.pts)
-                elif at_end or latest_audio_pts > frame.pts:
-                    audio = no_audio
-                else:
-                    break
-                waiting.popleft()
-                out.append(MediaFrame(video=frame, audio=audio, sample_rate=rate))
-            if out:  # audio older than what has been shown will never be claimed
-                shown = out[-1].video.pts
-                for pts in [p for p in audio_by_pts if p <= shown]:
-                    del audio_by_pts[pts]
-            return out
-
         async for event in self.events():
             if isinstance(event, VideoPacket):
-                waiting.extend(decoder.decode(event))
+                pairer.add_video(decoder.decode(event))
             elif isinstance(event, AudioPacket):
-                audio_by_pts[event.pts] = event.samples
-                latest_audio_pts = max(latest_audio_pts, event.pts)
+                pairer.add_audio(event.pts, event.samples)
             else:
                 if on_event is not None:
                     on_event(event)
                 continue
-            for media in release(at_end=False):
-                yield media
-        waiting.extend(decoder.flush())
-        for media in release(at_end=True):
-            yield media
+            for frame, audio in pairer.ready():
+                yield MediaFrame(video=frame, audio=no_audio if audio is None else audio, sample_rate=rate)
+        pairer.add_video(decoder.flush())
+        for frame, audio in pairer.ready(at_end=True):
+            yield MediaFrame(video=frame, audio=no_audio if audio is None else audio, sample_rate=rate)
 
     # ------------------------------------------------------------------ closing
 

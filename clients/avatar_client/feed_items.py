@@ -1,4 +1,4 @@
-"""What a live feed yields: frames with their own audio, turn events, and where the node stands."""
+"""What a live feed yields: frames with their own audio, turn events, where the node stands, its counters."""
 
 from __future__ import annotations
 
@@ -66,4 +66,12 @@ class FeedStatus:
     attempt: int = 0  # retries since the last session
 
 
-FeedItem = FeedFrame | FeedTurn | FeedStatus
+@dataclass(frozen=True)
+class FeedHealth:
+    """The node's own counters for the current session (about once a second)."""
+
+    speech_underruns: int  # speech arrived late; the node inserted a silent frame
+    frames_dropped: int  # the feed read too slowly; the node skipped frames
+
+
+FeedItem = FeedFrame | FeedTurn | FeedStatus | FeedHealth

@@ -17,8 +17,8 @@ import numpy as np
 from .client import AsyncAvatarClient
 from .decode import H264Decoder, VideoFrame
 from .errors import AvatarError
-from .events import AudioPacket, TurnEvent, TurnKind, VideoPacket
-from .feed_items import FeedFormat, FeedFrame, FeedTurn
+from .events import AudioPacket, Stats, TurnEvent, TurnKind, VideoPacket
+from .feed_items import FeedFormat, FeedFrame, FeedHealth, FeedTurn
 from .pairing import AvPairer
 from .session import AvatarSession
 from .session_spec import SessionSpec
@@ -28,13 +28,16 @@ if TYPE_CHECKING:
 
 _NO_AUDIO = np.zeros(0, np.int16)
 _TURN_KINDS = {TurnKind.STARTED: "started", TurnKind.FINISHED: "finished"}
+#: How often a session reports its counters (`FeedHealth`).
+STATS_INTERVAL_MS = 1000
+LinkItem = FeedFrame | FeedTurn | FeedHealth
 
 
 class Link(Protocol):
     format: FeedFormat
     description: str
 
-    def items(self) -> AsyncIterator[FeedFrame | FeedTurn]: ...
+    def items(self) -> AsyncIterator[LinkItem]: ...
 
     async def say(self, text: str, voice: str, turn_id: str) -> None: ...
 
@@ -74,13 +77,13 @@ class NodeLink:
             channel_options=[("grpc.initial_reconnect_backoff_ms", 300), ("grpc.max_reconnect_backoff_ms", 2000)],
         )
         try:
-            session = await client.start_session(**spec.start_options())
+            session = await client.start_session(**spec.start_options(), stats_interval_ms=STATS_INTERVAL_MS)
         except BaseException:
             await client.aclose()
             raise
         return cls(client, session, spec)
 
-    async def items(self) -> AsyncIterator[FeedFrame | FeedTurn]:
+    async def items(self) -> AsyncIterator[LinkItem]:
         decode = self._spec.video == "rgb"
         decoder = H264Decoder(self._session.ready.codec_config) if decode else None
         pairer: AvPairer[Any] = AvPairer(lambda video: video.pts)
@@ -91,6 +94,9 @@ class NodeLink:
                 pairer.add_audio(event.pts, event.samples)
             elif isinstance(event, TurnEvent) and event.kind in _TURN_KINDS:
                 yield FeedTurn(event.turn_id, _TURN_KINDS[event.kind], event.pts, event.interrupted, event.played_ms)
+                continue
+            elif isinstance(event, Stats):
+                yield FeedHealth(event.speech_underruns, event.frames_dropped)
                 continue
             else:
                 continue
@@ -144,15 +150,15 @@ class RuntimeLink:
         options = SessionOptions(
             engine=spec.engine, live=True, width=spec.width, height=spec.height, fps=spec.fps,
             clock_rate=spec.audio_sample_rate, keyframe_interval=spec.keyframe_interval, voice=spec.voice,
-            prompt=spec.prompt, framing=spec.framing, video=spec.video,
+            prompt=spec.prompt, framing=spec.framing, video=spec.video, stats_interval_ms=STATS_INTERVAL_MS,
         )
         try:
             return cls(await runtime.open_stream(spec.avatar, options))
         except PipelineError as error:
             raise _as_avatar_error(error) from None
 
-    async def items(self) -> AsyncIterator[FeedFrame | FeedTurn]:
-        from avatar_node.pipeline import AVFrame, Ended, TurnEvent, TurnKind
+    async def items(self) -> AsyncIterator[LinkItem]:
+        from avatar_node.pipeline import AVFrame, Ended, Stats, TurnEvent, TurnKind
 
         kinds = {TurnKind.STARTED: "started", TurnKind.FINISHED: "finished"}
         async for item in self._stream:
@@ -162,6 +168,8 @@ class RuntimeLink:
                 )
             elif isinstance(item, TurnEvent) and item.kind in kinds:
                 yield FeedTurn(item.turn_id, kinds[item.kind], item.pts, item.interrupted, item.played_ms)
+            elif isinstance(item, Stats):
+                yield FeedHealth(item.speech_underruns, item.frames_dropped)
             elif isinstance(item, Ended):
                 return
 

@@ -28,14 +28,17 @@ import grpc
 import numpy as np
 
 from .errors import AvatarError
-from .feed_items import FeedFormat, FeedFrame, FeedItem, FeedStatus, FeedTurn
+from .feed_items import FeedFormat, FeedFrame, FeedHealth, FeedItem, FeedStatus, FeedTurn
 from .feed_links import Link, NodeLink, RuntimeLink
 from .session_spec import SessionSpec
 
 if TYPE_CHECKING:
     from avatar_node.pipeline import AvatarRuntime
 
-__all__ = ["FeedFormat", "FeedFrame", "FeedStatus", "FeedTurn", "FeedUnavailable", "LiveFeed", "SessionSpec"]
+__all__ = [
+    "FeedFormat", "FeedFrame", "FeedHealth", "FeedStatus", "FeedTurn", "FeedUnavailable", "LiveFeed", "SessionSpec",
+    "retry_delay",
+]
 
 #: Refusals at session start that a retry cannot fix: the feed stops and says why.
 PERMANENT = frozenset(
@@ -49,6 +52,11 @@ PERMANENT = frozenset(
 )
 #: How long closing waits for a session to close before leaving it to the node's own timeout.
 CLOSE_WAIT_S = 3.0
+
+
+def retry_delay(attempt: int, first_s: float = 0.5, most_s: float = 8.0) -> float:
+    """Seconds before retry `attempt` (1, 2, ...): doubling from `first_s`, at most `most_s`."""
+    return min(first_s * 2 ** (attempt - 1), most_s)
 
 
 class FeedUnavailable(AvatarError):
@@ -128,7 +136,7 @@ class LiveFeed:
 
         async with asyncio.timeout(connect_timeout_s):
             first = await reopen()
-        return cls(first, reopen, describe=f"the node at {target}", stall_s=stall_s, idle_after_s=idle_after_s,
+        return cls(first, reopen, describe="the node", stall_s=stall_s, idle_after_s=idle_after_s,
                    connect_timeout_s=connect_timeout_s, retry_min_s=retry_min_s, retry_max_s=retry_max_s)
 
     @classmethod
@@ -223,6 +231,8 @@ class LiveFeed:
             return item
         if generation != self._generation:
             return None  # from a session already given up
+        if isinstance(item, FeedHealth):
+            return item
         fmt = self.format
         if isinstance(item, FeedTurn):
             if self._joined == generation:
@@ -280,7 +290,7 @@ class LiveFeed:
                     link, reason = await self._open()
                     if link is None:
                         attempt += 1
-                        delay = min(self._retry[0] * 2 ** (attempt - 1), self._retry[1])
+                        delay = retry_delay(attempt, *self._retry)
                         self._put(self._generation, FeedStatus(False, reason, delay, attempt))
                         await asyncio.sleep(delay)
                         continue

@@ -13,7 +13,15 @@ import grpc
 import numpy as np
 import pytest
 from avatar_client import AsyncAvatarClient, AvatarError, H264Decoder, VideoPacket, tls_credentials
-from avatar_client.live_feed import FeedFrame, FeedStatus, FeedTurn, FeedUnavailable, LiveFeed, SessionSpec
+from avatar_client.live_feed import (
+    FeedFrame,
+    FeedHealth,
+    FeedStatus,
+    FeedTurn,
+    FeedUnavailable,
+    LiveFeed,
+    SessionSpec,
+)
 
 from avatar_node.server import NodeConfig, start_background_node
 
@@ -94,6 +102,7 @@ def test_each_frame_carries_exactly_its_audio_and_the_turn_is_placed_on_the_time
         played = np.concatenate([f.audio for f in speaking])
         assert len(played) == len(said) and np.array_equal(played, said)
         assert not any(np.any(f.audio) for f in frames if not f.speaking)
+        assert any(isinstance(i, FeedHealth) for i in items), "the node's counters come through"
 
     asyncio.run(run())
 

@@ -5,18 +5,16 @@ producer (an in-process pipeline) can stand in for the node."""
 from __future__ import annotations
 
 import asyncio
-import collections
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 import numpy as np
 
-from ..client import AsyncAvatarClient
-from ..decode import H264Decoder, VideoFrame
 from ..errors import AvatarError
-from ..events import AudioPacket, Ended, Stats, TurnEvent, TurnKind, VideoPacket
+from ..feed_items import FeedFrame, FeedHealth, FeedTurn
+from ..live_feed import PERMANENT, FeedUnavailable, LiveFeed, SessionSpec, retry_delay
 from .errors import CamError
 from .playout import monotonic
 
@@ -92,25 +90,14 @@ class FrameSource(Protocol):
     async def behaviour(self, name: str) -> None: ...
 
 
-#: Errors that a retry cannot fix: report them and stop.
-_PERMANENT = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
-
-
 class NodeSource:
-    """A live session on an avatar node, reopened with backoff whenever it is lost.
+    """A live session on an avatar node through the SDK's `LiveFeed`.
 
-    Lost means: the node cannot be reached, it refuses for a reason that may pass (full,
-    draining), the stream breaks, or no frame arrives for `stall_s` seconds. Each new session
-    continues the timeline after the previous one, so positions never go backwards.
+    The feed reconnects with back-off, drops a session that sends no frame for `stall_s` seconds
+    and keeps one timeline, so positions never go backwards. This adds the first connection (the
+    camera may start before its node) and skips the feed's idle frames: the camera's playout holds
+    the last picture itself.
     """
-
-    BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
     def __init__(
         self,
@@ -133,151 +120,79 @@ class NodeSource:
         self.target = target
         self._token = token
         self._credentials = credentials
-        self._start = dict(
-            image=image, avatar_id=avatar_id, engine=engine, voice=voice,
-            width=width, height=height, fps=fps, mode="live", stats_interval_ms=1000,
+        self._spec = SessionSpec(
+            photo=image, avatar_id=avatar_id, engine=engine, voice=voice, width=width, height=height, fps=fps
         )
         self._stall_s = stall_s
         self._connect_timeout_s = connect_timeout_s
         self.clock_rate = 48_000
-        self._session = None  # type: ignore[var-annotated]
-        self._base = 0
-        self._next_base = 0
+        self._feed: LiveFeed | None = None
 
     async def items(self) -> AsyncIterator[SourceItem]:
         attempt = 0
-        while True:
-            opened = await self._connect_once()
-            if isinstance(opened, str):
-                reason = opened
-                attempt += 1
+        while self._feed is None:
+            try:
+                # Frames late by less than a stall are the node's own; idle frames start at a stall.
+                self._feed = await LiveFeed.open_node(
+                    self.target, self._token, self._credentials, self._spec, stall_s=self._stall_s,
+                    idle_after_s=self._stall_s, connect_timeout_s=self._connect_timeout_s,
+                )
+            except TimeoutError:
+                reason = f"no answer from {self.target} within {self._connect_timeout_s:g} s"
+            except AvatarError as error:
+                if error.code in PERMANENT:
+                    raise CamError(f"the node refused the session: {error}") from None
+                reason = str(error)
             else:
-                reason = "the session ended"
-                session_items = self._run_session(opened)
-                try:
-                    async for item in session_items:
-                        if isinstance(item, str):
-                            reason = item
-                            break
-                        yield item
-                finally:
-                    await session_items.aclose()
-                attempt = 1
-            delay = self.BACKOFF_S[min(attempt, len(self.BACKOFF_S)) - 1]
-            yield Disconnected(str(reason), delay, attempt)
-            await asyncio.sleep(delay)
-
-    async def _connect_once(self):  # type: ignore[no-untyped-def]
-        """A started session, or the reason none could be had."""
-        client = AsyncAvatarClient(
-            self.target,
-            self._token,
-            credentials=self._credentials,
-            channel_options=[("grpc.initial_reconnect_backoff_ms", 300), ("grpc.max_reconnect_backoff_ms", 2000)],
-        )
+                break
+            attempt += 1
+            yield Disconnected(reason, retry_delay(attempt), attempt)
+            await asyncio.sleep(retry_delay(attempt))
+        feed = self._feed
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                session = await client.start_session(**self._start)  # type: ignore[arg-type]
-        except TimeoutError:
-            await client.aclose()
-            return f"no answer from {self.target} within {self._connect_timeout_s:g} s"
+            async for item in feed:
+                if isinstance(item, FeedFrame):
+                    if not item.idle and item.picture is not None:
+                        yield SourceFrame(item.pts, item.picture, item.audio, item.speaking)
+                elif isinstance(item, FeedTurn):
+                    if item.kind == "started":
+                        yield TurnStarted(item.turn_id, item.pts)
+                    else:
+                        yield TurnFinished(item.turn_id, item.pts, item.interrupted, item.played_ms)
+                elif isinstance(item, FeedHealth):
+                    yield SourceHealth(item.speech_underruns, item.frames_dropped)
+                elif item.connected:
+                    self.clock_rate = feed.format.clock_rate
+                    yield Connected(item.detail, feed.format.clock_rate, feed.format.fps)
+                else:
+                    yield Disconnected(item.detail, item.retry_in_s, item.attempt)
         except AvatarError as error:
-            await client.aclose()
-            if error.code in _PERMANENT:
-                raise CamError(f"the node refused the session: {error}") from None
-            return str(error)
-        except BaseException:
-            await client.aclose()
-            raise
-        return client, session
-
-    async def _run_session(self, opened) -> AsyncGenerator[SourceItem | str, None]:  # type: ignore[no-untyped-def]
-        client, session = opened
-        ready = session.ready
-        self.clock_rate = ready.clock_rate
-        self._base = base = self._next_base
-        frame_ticks = round(ready.clock_rate / ready.fps)
-        last_pts = -frame_ticks
-        reason = "the node ended the session"
-        events = session.events()
-        self._session = session
-        try:
-            yield Connected(
-                f"{self.target}: session {ready.session_id}, {ready.width}x{ready.height} at "
-                f"{ready.fps:g} fps, engine {ready.engine}",
-                ready.clock_rate,
-                ready.fps,
-            )
-            decoder = H264Decoder(ready.codec_config)
-            audio_by_pts: dict[int, np.ndarray] = {}
-            waiting: collections.deque[VideoFrame] = collections.deque()
-            latest_audio = -1
-            while True:
-                try:
-                    # A live session sends a frame every 1/fps: silence this long means the
-                    # node (or the path to it) is stuck, and a new session is the way out.
-                    async with asyncio.timeout(self._stall_s):
-                        event = await anext(events)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    reason = f"no frames from the node for {self._stall_s:g} s (stalled?)"
-                    break
-                except AvatarError as error:
-                    if error.code in _PERMANENT:
-                        raise CamError(f"the node stopped the session: {error}") from None
-                    reason = str(error)
-                    break
-                if isinstance(event, VideoPacket):
-                    waiting.extend(decoder.decode(event))
-                elif isinstance(event, AudioPacket):
-                    audio_by_pts[event.pts] = event.samples
-                    latest_audio = max(latest_audio, event.pts)
-                elif isinstance(event, TurnEvent):
-                    if event.kind == TurnKind.STARTED:
-                        yield TurnStarted(event.turn_id, base + event.pts)
-                    elif event.kind == TurnKind.FINISHED:
-                        yield TurnFinished(event.turn_id, base + event.pts, event.interrupted, event.played_ms)
-                elif isinstance(event, Stats):
-                    yield SourceHealth(event.speech_underruns, event.frames_dropped)
-                elif isinstance(event, Ended):
-                    reason = f"the node ended the session ({event.reason})"
-                while waiting and (waiting[0].pts in audio_by_pts or latest_audio > waiting[0].pts):
-                    frame = waiting.popleft()
-                    audio = audio_by_pts.pop(frame.pts, None)
-                    if audio is None:  # never sent: keep the timeline whole with silence
-                        audio = np.zeros(frame_ticks, np.int16)
-                    for old in [p for p in audio_by_pts if p < frame.pts]:
-                        del audio_by_pts[old]
-                    last_pts = frame.pts
-                    yield SourceFrame(base + frame.pts, frame.image, audio, frame.speaking)
-            yield reason
+            raise CamError(f"the node refused the session: {error}") from None
         finally:
-            self._session = None
-            # The next session continues one second after this one's last frame.
-            self._next_base = base + last_pts + frame_ticks + ready.clock_rate
-            await events.aclose()
-            await session.aclose()
-            await client.aclose()
+            self._feed = None
+            await feed.aclose()
 
-    def _live(self):  # type: ignore[no-untyped-def]
-        if self._session is None or self._session.closed:
-            raise NotConnected(f"not connected to the node at {self.target}")
-        return self._session
+    async def _control(self, send: Callable[[LiveFeed], Awaitable[None]]) -> None:
+        try:
+            if self._feed is None:
+                raise FeedUnavailable("no session yet")
+            await send(self._feed)
+        except FeedUnavailable:
+            raise NotConnected(f"not connected to the node at {self.target}") from None
 
     async def say(self, text: str, turn_id: str = "") -> None:
-        await self._live().say(text, turn_id=turn_id)
+        await self._control(lambda feed: feed.say(text, turn_id=turn_id))
 
     async def send_speech(
         self, pcm: np.ndarray, sample_rate: int, end_of_turn: bool, turn_id: str = ""
     ) -> None:
-        await self._live().send_audio(pcm, sample_rate, end_of_turn=end_of_turn, turn_id=turn_id)
+        await self._control(lambda feed: feed.send_audio(pcm, sample_rate, end_of_turn=end_of_turn, turn_id=turn_id))
 
     async def interrupt(self) -> None:
-        await self._live().interrupt()
+        await self._control(lambda feed: feed.interrupt())
 
     async def behaviour(self, name: str) -> None:
-        await self._live().behaviour(name)
+        await self._control(lambda feed: feed.behaviour(name))
 
 
 class SyncTestSource:

@@ -205,3 +205,41 @@ async def test_closing_is_complete_even_when_the_caller_is_cancelled(photo: byte
         await asyncio.wait_for(run.avatar.aclose(), 10)  # the teardown went on; this waits for it
         assert avatar.publisher.closed and not runtime.streams and runtime.admission.active == 0
         assert {p.sid for p in run.room.unpublished} == {p.sid for p in run.room.published}
+
+
+async def test_barge_in_shuts_the_published_mouth_and_it_stays_shut(photo: bytes, long_speech: Speech) -> None:
+    """The portrait engine, interrupted mid-reply, as a subscriber sees the published video: within
+    two frames of the interrupt the mouth is shut, and it never opens again in the silence."""
+    from avatar_node.engines.base import StreamOptions
+    from avatar_node.engines.portrait.evaluation import mouth_aperture, mouth_box
+
+    async with local_avatar(photo, width=424, height=240) as run:
+        avatar = run.avatar.room_avatar
+        assert avatar is not None
+        stream = avatar.renderer.stream  # type: ignore[attr-defined]
+        box = mouth_box(stream.identity, StreamOptions(424, 240, 25.0))
+        await asyncio.sleep(0.5)
+        handle = run.session.say("A long sentence", audio=long_speech.frames())
+        readback = run.readback
+        # Interrupt while the mouth is well open, read from the published pictures.
+        deadline = time.monotonic() + 10
+        rest = None
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            video = list(readback.video)
+            if len(video) < 10:
+                continue
+            rest = rest if rest is not None else float(np.median([mouth_aperture(i, box) for _, i in video[:10]]))
+            if time.monotonic() - video[0][0] > 2.0 and mouth_aperture(video[-1][1], box) - rest > 3.0:
+                break
+        handle.interrupt()
+        await asyncio.wait_for(handle.wait_for_playout(), 5)
+        await asyncio.sleep(1.0)
+        cleared_at = run.clears[0]
+        video = list(readback.video)
+
+    assert rest is not None
+    after = [mouth_aperture(image, box) - rest for t, image in video if t > cleared_at]
+    print("mouth beyond rest after the interrupt: " + ", ".join(f"{a:.1f}" for a in after[:6]))
+    assert len(after) >= 20
+    assert max(after[2:]) < 1.0, "the mouth is open (again) after the interrupt, in silence"

@@ -3,13 +3,13 @@ hears what is typed."""
 
 from __future__ import annotations
 
-import re
+import time
 
 import pytest
 
 from tests.conftest import LIVETALK_FPS
 
-from .conftest import H, W, grab_frames, open_page, wait_for, wait_playing
+from .conftest import H, W, grab_frames, open_page, wait_playing
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +25,10 @@ def test_the_page_plays_a_16_fps_avatar_and_its_speech(browser, mouth, livetalk_
     talk = grab_frames(page, mouth, 4.0)
     assert max(g.voice for g in talk) > 0.02, "the page's audio does not receive the speech"
 
-    def received_fps() -> float | None:
-        text = page.evaluate("document.getElementById('stats').textContent") or ""
-        found = re.match(r"([\d.]+) fps", text)
-        return float(found.group(1)) if found and float(found.group(1)) > 0 else None
-
-    fps = wait_for(received_fps, 10, "the page's frame rate")
-    print(f"the browser receives {fps} fps")
-    assert abs(fps - LIVETALK_FPS) <= 1.5
+    # Frames the browser decoded over 4 s of wall time (its own fps figure swings under load).
+    count = "document.getElementById('avatar').getVideoPlaybackQuality().totalVideoFrames"
+    first, started = page.evaluate(count), time.monotonic()
+    time.sleep(4.0)
+    fps = (page.evaluate(count) - first) / (time.monotonic() - started)
+    print(f"the browser decodes {fps:.2f} fps")
+    assert abs(fps - LIVETALK_FPS) <= 1.0

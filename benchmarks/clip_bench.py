@@ -24,13 +24,12 @@ import numpy as np
 from avatar_node.engines.base import StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
 from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
-from avatar_node.media.encoder import H264Encoder
 from avatar_node.pipeline.threads import limit_numeric_threads
 from avatar_node.speech.tts import SpeechSynthesizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-TEXT = "The quick brown fox jumps over the lazy dog, and then it rests for a while. Would you like to hear more?"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from portrait_bench import TEXT, render_and_encode  # noqa: E402
 
 
 def made_clips() -> list[tuple[str, bytes]]:
@@ -49,37 +48,12 @@ def measure(engine: PortraitEngine, name: str, clip: bytes, speech: np.ndarray, 
     w0 = time.perf_counter()
     stream = engine.open(identity, options)
     open_ms = (time.perf_counter() - w0) * 1e3
-    encoder = H264Encoder(options.width, options.height, options.fps)
-    render_wall, render_cpu, encode_wall, encode_cpu = [], [], [], []
-    for cond in conds:
-        w0, c0 = time.perf_counter(), time.process_time()
-        frame = stream.step(cond)[0]
-        w1, c1 = time.perf_counter(), time.process_time()
-        encoder.encode(frame)
-        w2, c2 = time.perf_counter(), time.process_time()
-        render_wall.append(w1 - w0)
-        render_cpu.append(c1 - c0)
-        encode_wall.append(w2 - w1)
-        encode_cpu.append(c2 - c1)
-    stream.close()
-    encoder.close()
-
-    def ms(values: list[float], q: float) -> float:
-        return float(np.percentile(np.array(values) * 1e3, q))
-
-    both_wall = [a + b for a, b in zip(render_wall, encode_wall)]
-    both_cpu = [a + b for a, b in zip(render_cpu, encode_cpu)]
+    timings = render_and_encode(stream, conds, options)
     data = identity.data
     print(f"\n{name}: {seconds:.1f} s usable, {len(data.library)} mouths, {len(data.base)} base frames")
     print(f"  prepare         cpu {prepare_cpu:5.2f} s = {prepare_cpu / seconds:.3f} s per clip second "
           f"(wall {prepare_wall / seconds:.3f}); open {open_ms:.1f} ms")
-    print(f"  render          wall p50 {ms(render_wall, 50):5.2f} p95 {ms(render_wall, 95):5.2f} ms   "
-          f"cpu mean {np.mean(render_cpu) * 1e3:5.2f} ms")
-    print(f"  encode (x264)   wall p50 {ms(encode_wall, 50):5.2f} p95 {ms(encode_wall, 95):5.2f} ms   "
-          f"cpu mean {np.mean(encode_cpu) * 1e3:5.2f} ms")
-    cpu = float(np.mean(both_cpu)) * 1e3
-    print(f"  render+encode   wall p50 {ms(both_wall, 50):5.2f} p95 {ms(both_wall, 95):5.2f} ms   "
-          f"cpu mean {cpu:5.2f} ms  -> {1000.0 / cpu / 25:.1f} live 25 fps sessions per core")
+    timings.report()
 
 
 def main() -> None:

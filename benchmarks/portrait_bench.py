@@ -21,13 +21,14 @@ import argparse
 import io
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from avatar_node.engines.base import StreamOptions
+from avatar_node.engines.base import Conditioning, EngineStream, StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
 from avatar_node.engines.portrait.drive import frame_conditions, resample_to_speech_rate
 from avatar_node.media.encoder import H264Encoder
@@ -65,6 +66,50 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+@dataclass
+class FrameTimings:
+    """Seconds per frame: rendering and H.264 encoding, wall and CPU."""
+
+    render_wall: list[float]
+    render_cpu: list[float]
+    encode_wall: list[float]
+    encode_cpu: list[float]
+
+    def report(self) -> None:
+        def ms(values: list[float], q: float) -> float:
+            return float(np.percentile(np.array(values) * 1e3, q))
+
+        both_wall = [a + b for a, b in zip(self.render_wall, self.encode_wall)]
+        cpu = float(np.mean(self.render_cpu) + np.mean(self.encode_cpu)) * 1e3
+        print(f"  render          wall p50 {ms(self.render_wall, 50):5.2f} p95 {ms(self.render_wall, 95):5.2f} ms   "
+              f"cpu mean {np.mean(self.render_cpu) * 1e3:5.2f} ms")
+        print(f"  encode (x264)   wall p50 {ms(self.encode_wall, 50):5.2f} p95 {ms(self.encode_wall, 95):5.2f} ms   "
+              f"cpu mean {np.mean(self.encode_cpu) * 1e3:5.2f} ms")
+        print(f"  render+encode   wall p50 {ms(both_wall, 50):5.2f} p95 {ms(both_wall, 95):5.2f} ms   "
+              f"cpu mean {cpu:5.2f} ms  -> {1000.0 / cpu / 25:.1f} live 25 fps sessions per core")
+
+
+def render_and_encode(stream: EngineStream, conds: list[Conditioning], options: StreamOptions) -> FrameTimings:
+    """Step `stream` through `conds` and encode each frame, timing both; closes the stream."""
+    timings = FrameTimings([], [], [], [])
+    encoder = H264Encoder(options.width, options.height, options.fps)
+    try:
+        for cond in conds:
+            w0, c0 = time.perf_counter(), time.process_time()
+            frame = stream.step(cond)[0]
+            w1, c1 = time.perf_counter(), time.process_time()
+            encoder.encode(frame)
+            w2, c2 = time.perf_counter(), time.process_time()
+            timings.render_wall.append(w1 - w0)
+            timings.render_cpu.append(c1 - c0)
+            timings.encode_wall.append(w2 - w1)
+            timings.encode_cpu.append(c2 - c1)
+    finally:
+        stream.close()
+        encoder.close()
+    return timings
+
+
 def measure(engine: PortraitEngine, name: str, photo: bytes, speech: np.ndarray, frames: int, framing: str) -> None:
     engine.prepare(photo)  # models loaded, caches warm
     t0 = time.perf_counter()
@@ -76,38 +121,12 @@ def measure(engine: PortraitEngine, name: str, photo: bytes, speech: np.ndarray,
     t0 = time.perf_counter()
     stream = engine.open(identity, options)
     open_ms = (time.perf_counter() - t0) * 1e3
-    encoder = H264Encoder(options.width, options.height, options.fps)
-    render_wall, render_cpu, encode_wall, encode_cpu = [], [], [], []
-    for cond in conds:
-        w0, c0 = time.perf_counter(), time.process_time()
-        frame = stream.step(cond)[0]
-        w1, c1 = time.perf_counter(), time.process_time()
-        encoder.encode(frame)
-        w2, c2 = time.perf_counter(), time.process_time()
-        render_wall.append(w1 - w0)
-        render_cpu.append(c1 - c0)
-        encode_wall.append(w2 - w1)
-        encode_cpu.append(c2 - c1)
-    stream.close()
-    encoder.close()
-
-    def ms(values: list[float], q: float) -> float:
-        return float(np.percentile(np.array(values) * 1e3, q))
-
-    both_wall = [a + b for a, b in zip(render_wall, encode_wall)]
-    both_cpu = [a + b for a, b in zip(render_cpu, encode_cpu)]
+    timings = render_and_encode(stream, conds, options)
     face = identity.face
     roi = stream.rig.roi
     print(f"\n{name}: face {face.width:.0f}x{face.height:.0f} px in the photo; warp region "
           f"{roi[2] - roi[0]}x{roi[3] - roi[1]} px; prepare {prepare_ms:.0f} ms, open {open_ms:.0f} ms")
-    print(f"  render          wall p50 {ms(render_wall, 50):5.2f} p95 {ms(render_wall, 95):5.2f} ms   "
-          f"cpu mean {np.mean(render_cpu) * 1e3:5.2f} ms")
-    print(f"  encode (x264)   wall p50 {ms(encode_wall, 50):5.2f} p95 {ms(encode_wall, 95):5.2f} ms   "
-          f"cpu mean {np.mean(encode_cpu) * 1e3:5.2f} ms")
-    cpu = float(np.mean(both_cpu)) * 1e3
-    print(f"  render+encode   wall p50 {ms(both_wall, 50):5.2f} p95 {ms(both_wall, 95):5.2f} ms   "
-          f"cpu mean {cpu:5.2f} ms  -> {1000.0 / cpu / 25:.1f} live 25 fps sessions per core")
-
+    timings.report()
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

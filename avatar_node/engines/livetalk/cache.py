@@ -135,11 +135,17 @@ class SessionKVCache:
                 part = self.keys[layer, :held, :, :t_dims]
                 part.copy_(apply_rope(part, turn_cos, turn_sin))
             self._turned_version[layer] = self._version
-        self.keys[layer, held:end] = apply_rope(k, block_cos, block_sin)
-        self.values[layer, held:end] = v
-        out = attention(
-            apply_rope(q, block_cos, block_sin)[None], self.keys[None, layer, :end], self.values[None, layer, :end]
-        )[0]
+        rotated = apply_rope(k, block_cos, block_sin)
+        self.keys[layer, held:end] = rotated.detach()
+        self.values[layer, held:end] = v.detach()
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad or q.requires_grad):
+            # A training rollout's graph must not run through the buffers the next passes
+            # overwrite in place: attend over a copy; the cached context stays detached.
+            keys = torch.cat([self.keys[layer, :held], rotated])
+            values = torch.cat([self.values[layer, :held], v])
+        else:
+            keys, values = self.keys[layer, :end], self.values[layer, :end]
+        out = attention(apply_rope(q, block_cos, block_sin)[None], keys[None], values[None])[0]
         if commit:
             index = self._plan_commit()
             keep = index.numel()

@@ -42,6 +42,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import DiTConfig
 
@@ -273,6 +274,10 @@ class LiveTalkDiT(nn.Module):
         self.head = Head(cfg)
         self.audio_proj = AudioPack(cfg)
         self.audio_cond_projs = nn.ModuleList(nn.Linear(cfg.audio_hidden_dim, dim) for _ in cfg.audio_layers)
+        #: Training only: recompute each block in the backward pass instead of keeping its
+        #: activations. Needs an `attend` that reads the same inputs again when recomputed
+        #: (full or teacher-forced attention; not a KV cache that has moved on).
+        self.gradient_checkpointing = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -330,7 +335,11 @@ class LiveTalkDiT(nn.Module):
             if index in cfg.audio_layers:
                 injected = self.audio_cond_projs[index - first_audio_layer](audio)  # [N, frames, dim]
                 x = (x.unflatten(1, (frames, -1)) + injected[:, :, None]).flatten(1, 2)
-            x = block(x, t_mod, prompt.keys[index], prompt.values[index], index, attend)
+            args = (x, t_mod, prompt.keys[index], prompt.values[index], index, attend)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)
 
         x = self.head(x, t_emb)
         pt, ph, pw = cfg.patch_size

@@ -105,7 +105,6 @@ class BlockSampler:
         shape += tuple(session.reference.shape[-2:])
         return torch.randn(shape, generator=session.generator, device=session.reference.device)
 
-    @torch.no_grad()
     def step(
         self,
         sessions: Sequence[SessionState],
@@ -115,6 +114,7 @@ class BlockSampler:
         first_frames: Sequence[int] | None = None,
         prompts: Sequence[PromptConditioning] | None = None,
         on_clean: Callable[[torch.Tensor], None] | None = None,
+        exit_step: int | None = None,
     ) -> torch.Tensor:
         """Sample the next block of every session.
 
@@ -125,10 +125,33 @@ class BlockSampler:
         skipped time passes a later one. prompts: replaces each session's prompt from this
         block on. on_clean: called with the clean latents before the cache pass, so work on
         them (decoding) can overlap that pass. Returns clean latents [sessions, 16, frames, H, W].
+
+        exit_step (training rollouts): stop after that denoising step and return its clean
+        estimate. Serving leaves it None. With it, and gradients enabled by the caller, that
+        one step's forward keeps its graph (the other steps and the cache pass never do), so
+        a Self-Forcing rollout backpropagates through exactly this code.
         """
+        track = exit_step is not None and torch.is_grad_enabled()
+        with torch.no_grad():
+            return self._step(sessions, audio_features, noise, first_frames, prompts, on_clean, exit_step, track)
+
+    def _step(
+        self,
+        sessions: Sequence[SessionState],
+        audio_features: torch.Tensor,
+        noise: torch.Tensor | None,
+        first_frames: Sequence[int] | None,
+        prompts: Sequence[PromptConditioning] | None,
+        on_clean: Callable[[torch.Tensor], None] | None,
+        exit_step: int | None,
+        track: bool,
+    ) -> torch.Tensor:
         if not sessions:
             raise ValueError("step() needs at least one session")
         model, per_block = self.model, self.stream.frames_per_block
+        last = self.stream.num_steps - 1 if exit_step is None else exit_step
+        if not 0 <= last < self.stream.num_steps:
+            raise ValueError(f"exit_step must be in [0, {self.stream.num_steps}), got {exit_step}")
         shapes = {tuple(s.reference.shape) for s in sessions}
         if len(shapes) != 1:
             raise ValueError(f"sessions in one batch must share a latent size, got {sorted(shapes)}")
@@ -146,7 +169,8 @@ class BlockSampler:
             noise = torch.stack([self.draw_noise(s) for s in sessions])
         noise = noise.to(model.device, torch.float32)
 
-        audio = model.pack_audio(audio_features)
+        with torch.set_grad_enabled(track):
+            audio = model.pack_audio(audio_features)
         prompt = PromptConditioning.stack([s.prompt for s in sessions])
         starts_session = [s.blocks_done == 0 for s in sessions]
         condition = torch.stack(
@@ -171,23 +195,24 @@ class BlockSampler:
 
         sigmas, steps = self.schedule.sigmas, self.schedule.timesteps
         latents = noise[:, 0].clone()
-        for index, (sigma, t) in enumerate(zip(sigmas, steps)):
+        for index, (sigma, t) in enumerate(zip(sigmas[: last + 1], steps)):
             latents = force_reference(latents)
-            flow = model(latents, timesteps(t), condition, prompt, audio, attend_with(commit=False)).float()
-            clean = latents - sigma * flow
-            if index + 1 < len(sigmas):
+            with torch.set_grad_enabled(track and index == last):
+                flow = model(latents, timesteps(t), condition, prompt, audio, attend_with(commit=False)).float()
+                clean = latents - sigma * flow
+            if index < last:
                 next_sigma = sigmas[index + 1]
                 latents = (1.0 - next_sigma) * clean + next_sigma * noise[:, index + 1]
-        clean = force_reference(clean)
+        with torch.set_grad_enabled(track):
+            clean = force_reference(clean)
         if on_clean is not None:
             on_clean(clean)
-        model(clean, timesteps(0.0), condition, prompt, audio, attend_with(commit=True))
+        model(clean.detach(), timesteps(0.0), condition, prompt, audio.detach(), attend_with(commit=True))
         for session in sessions:
             session.cache.finish_block()
         return clean
 
 
-@torch.no_grad()
 def offline_block_pass(
     model: LiveTalkDiT,
     stream: StreamConfig,
@@ -204,6 +229,7 @@ def offline_block_pass(
     `noisy` attends to the clean frames block b may see (window.py) and to itself; block b of
     `clean` likewise, at timestep 0. noisy_timesteps: [N, frames]. condition: [N, 17, frames,
     H, W]; audio: [N, frames, audio_hidden_dim]. Returns the flows (clean_flow, noisy_flow).
+    Gradients flow when the caller enables them (teacher-forced training uses this pass).
     """
     n, _, frames, height, width = clean.shape
     per_block = stream.frames_per_block

@@ -30,7 +30,7 @@ from .events import (
     TurnKind,
     VideoPacket,
 )
-from .live_feed import FeedFrame, FeedHealth, FeedStatus, FeedTurn, FeedUnavailable, LiveFeed, SessionSpec
+from .live_feed import FeedFrame, FeedHealth, FeedNotice, FeedStatus, FeedTurn, FeedUnavailable, LiveFeed, SessionSpec
 from .mp4 import Mp4Writer
 from .render import RenderResult, record_session, render_to_mp4
 from .session import AvatarSession
@@ -50,6 +50,7 @@ __all__ = [
     "FaceBox",
     "FeedFrame",
     "FeedHealth",
+    "FeedNotice",
     "FeedStatus",
     "FeedTurn",
     "FeedUnavailable",

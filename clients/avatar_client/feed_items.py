@@ -1,4 +1,4 @@
-"""What a live feed yields: frames with their own audio, turn events, where the node stands, its counters."""
+"""What a live feed yields: frames with their own audio, turn events, where the node stands, its counters, notices."""
 
 from __future__ import annotations
 
@@ -74,4 +74,12 @@ class FeedHealth:
     frames_dropped: int  # the feed read too slowly; the node skipped frames
 
 
-FeedItem = FeedFrame | FeedTurn | FeedStatus | FeedHealth
+@dataclass(frozen=True)
+class FeedNotice:
+    """Something the session wants its user to know that is not an error (e.g. "falling_behind")."""
+
+    code: str
+    message: str
+
+
+FeedItem = FeedFrame | FeedTurn | FeedStatus | FeedHealth | FeedNotice

@@ -17,8 +17,8 @@ import numpy as np
 from .client import AsyncAvatarClient
 from .decode import H264Decoder, VideoFrame
 from .errors import AvatarError
-from .events import AudioPacket, Stats, TurnEvent, TurnKind, VideoPacket
-from .feed_items import FeedFormat, FeedFrame, FeedHealth, FeedTurn
+from .events import AudioPacket, Notice, Stats, TurnEvent, TurnKind, VideoPacket
+from .feed_items import FeedFormat, FeedFrame, FeedHealth, FeedNotice, FeedTurn
 from .pairing import AvPairer
 from .session import AvatarSession
 from .session_spec import SessionSpec
@@ -30,7 +30,7 @@ _NO_AUDIO = np.zeros(0, np.int16)
 _TURN_KINDS = {TurnKind.STARTED: "started", TurnKind.FINISHED: "finished"}
 #: How often a session reports its counters (`FeedHealth`).
 STATS_INTERVAL_MS = 1000
-LinkItem = FeedFrame | FeedTurn | FeedHealth
+LinkItem = FeedFrame | FeedTurn | FeedHealth | FeedNotice
 
 
 class Link(Protocol):
@@ -98,6 +98,9 @@ class NodeLink:
             elif isinstance(event, Stats):
                 yield FeedHealth(event.speech_underruns, event.frames_dropped)
                 continue
+            elif isinstance(event, Notice):
+                yield FeedNotice(event.code, event.message)
+                continue
             else:
                 continue
             for video, audio in pairer.ready():
@@ -158,7 +161,7 @@ class RuntimeLink:
             raise _as_avatar_error(error) from None
 
     async def items(self) -> AsyncIterator[LinkItem]:
-        from avatar_node.pipeline import AVFrame, Ended, Stats, TurnEvent, TurnKind
+        from avatar_node.pipeline import AVFrame, Ended, Notice, Stats, TurnEvent, TurnKind
 
         kinds = {TurnKind.STARTED: "started", TurnKind.FINISHED: "finished"}
         async for item in self._stream:
@@ -170,6 +173,8 @@ class RuntimeLink:
                 yield FeedTurn(item.turn_id, kinds[item.kind], item.pts, item.interrupted, item.played_ms)
             elif isinstance(item, Stats):
                 yield FeedHealth(item.speech_underruns, item.frames_dropped)
+            elif isinstance(item, Notice):
+                yield FeedNotice(item.code.value, item.message)
             elif isinstance(item, Ended):
                 return
 

@@ -28,7 +28,7 @@ import grpc
 import numpy as np
 
 from .errors import AvatarError
-from .feed_items import FeedFormat, FeedFrame, FeedHealth, FeedItem, FeedStatus, FeedTurn
+from .feed_items import FeedFormat, FeedFrame, FeedHealth, FeedItem, FeedNotice, FeedStatus, FeedTurn
 from .feed_links import Link, NodeLink, RuntimeLink
 from .session_spec import SessionSpec
 
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from avatar_node.pipeline import AvatarRuntime
 
 __all__ = [
-    "FeedFormat", "FeedFrame", "FeedHealth", "FeedStatus", "FeedTurn", "FeedUnavailable", "LiveFeed", "SessionSpec",
-    "retry_delay",
+    "FeedFormat", "FeedFrame", "FeedHealth", "FeedNotice", "FeedStatus", "FeedTurn", "FeedUnavailable", "LiveFeed",
+    "SessionSpec", "retry_delay",
 ]
 
 #: Refusals at session start that a retry cannot fix: the feed stops and says why.
@@ -76,9 +76,10 @@ class LiveFeed:
 
     def __init__(
         self,
-        first: Link,
+        first: Link | None,
         reopen: Callable[[], Awaitable[Link]],
         *,
+        format: FeedFormat | None = None,
         describe: str,
         stall_s: float,
         idle_after_s: float,
@@ -86,7 +87,9 @@ class LiveFeed:
         retry_min_s: float,
         retry_max_s: float,
     ) -> None:
-        self.format = first.format
+        if first is None and format is None:
+            raise ValueError("a feed with no first session needs its format")
+        self.format: FeedFormat = format if format is not None else first.format  # type: ignore[union-attr]
         self.describe = describe
         self.frames_dropped = 0  # node frames dropped because the reader fell behind
         self._reopen = reopen
@@ -105,7 +108,9 @@ class LiveFeed:
         self._joined: int | None = None  # the generation whose frames are passing through
         self._offset = 0  # feed index minus session index, for the joined generation
         self._last_node_at = 0.0
-        self._next_idle_at = 0.0
+        # Without a first session, idle frames (no picture yet) keep the timeline going from now.
+        self._idle_from_start = first is None
+        self._next_idle_at = time.monotonic()
         self._last_picture: np.ndarray | None = None
         self._last_keyframe: bytes | None = None
         self._keeper = asyncio.create_task(self._keep(first), name="live-feed")
@@ -151,6 +156,29 @@ class LiveFeed:
         first = await reopen()
         return cls(first, reopen, describe="the in-process runtime", stall_s=stall_s, idle_after_s=idle_after_s,
                    connect_timeout_s=30.0, retry_min_s=0.5, retry_max_s=8.0)
+
+    @classmethod
+    def from_opener(
+        cls,
+        open_link: Callable[[], Awaitable[Link]],
+        format: FeedFormat,
+        *,
+        describe: str,
+        stall_s: float = 3.0,
+        idle_after_s: float = 0.5,
+        connect_timeout_s: float = 15.0,
+        retry_min_s: float = 0.5,
+        retry_max_s: float = 8.0,
+    ) -> LiveFeed:
+        """A feed that starts at once, in `format`, and opens its sessions with `open_link`.
+
+        For a sink that must run from its first second whether or not the node is there (a
+        stream): idle frames flow until a session's first keyframe, with no picture (`None`)
+        until one was seen, so the sink shows its own placeholder. Each session must match
+        `format`'s size, rate and clock; its codec config is adopted.
+        """
+        return cls(None, open_link, format=format, describe=describe, stall_s=stall_s, idle_after_s=idle_after_s,
+                   connect_timeout_s=connect_timeout_s, retry_min_s=retry_min_s, retry_max_s=retry_max_s)
 
     # ------------------------------------------------------------------ controls
 
@@ -206,7 +234,7 @@ class LiveFeed:
                     return placed
                 continue
             now = time.monotonic()
-            if self._index < 0:
+            if self._index < 0 and not self._idle_from_start:
                 due = None  # no picture yet to hold: wait for the first frame
             elif self._joined is not None:
                 due = self._last_node_at + self._idle_after_s
@@ -231,7 +259,7 @@ class LiveFeed:
             return item
         if generation != self._generation:
             return None  # from a session already given up
-        if isinstance(item, FeedHealth):
+        if isinstance(item, FeedHealth | FeedNotice):
             return item
         fmt = self.format
         if isinstance(item, FeedTurn):
@@ -358,9 +386,11 @@ class LiveFeed:
             raise AvatarError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{self.describe} now sends {got.width}x{got.height} at {got.fps:g} fps ({got.clock_rate} Hz) but "
-                f"the feed is {want.width}x{want.height} at {want.fps:g} fps ({want.clock_rate} Hz); give the spec "
-                "an explicit fps so every session has the same rate",
+                f"the feed is {want.width}x{want.height} at {want.fps:g} fps ({want.clock_rate} Hz); ask for a size "
+                "the node supports, and an explicit fps so every session has the same rate",
             )
+        if got.codec_config != want.codec_config:  # same picture, maybe another encoder build: decode with its own
+            self.format = dataclasses.replace(want, codec_config=got.codec_config)
 
     # ------------------------------------------------------------------ closing
 

@@ -16,13 +16,14 @@ from typing import Any, Literal
 
 import grpc
 import numpy as np
-from avatar_client import AvatarError, Notice, TurnEvent, TurnKind, read_audio_file
+from avatar_client import AvatarError, FeedNotice, FeedTurn, SessionSpec, read_audio_file
+from avatar_client.feed_items import FeedFormat
 from avatar_client.voice_gate import VoiceGate
 
 from .control import ControlError, ControlServer
 from .drivers import AudioCapture, AudioInput, MicrophoneDriver, open_capture
 from .errors import NodeUnavailable, SetupError
-from .feed import FeedFormat, SessionRequest, SourceOpener, node_opener, resolve_fps
+from .feed import LinkOpener, node_opener, resolve_fps
 from .health import FeedWatchdog
 from .idle import IdleFrames, still_from_photo
 from .obs_link import ObsLink
@@ -42,7 +43,7 @@ FALLBACK_FPS = 25.0
 
 @dataclass
 class AppConfig:
-    request: SessionRequest
+    spec: SessionSpec  # the avatar and the stream's size and rate (fps 0: the engine's own)
     destination: Destination
     target: str | None = None  # None: an in-process node
     token: str | None = None
@@ -59,9 +60,11 @@ class AppConfig:
     control_host: str = "127.0.0.1"
     control_port: int | None = None
     duration_s: float | None = None
-    #: Where frames come from instead of a node over gRPC (e.g. an in-process pipeline); it
-    #: must produce `request`'s size and frame rate (give one). With it, `target` is not used.
-    open_source: SourceOpener | None = None
+    # One keyframe a second: OBS (or a viewer) joining at any moment shows a picture within 1 s.
+    keyframe_seconds: float = 1.0
+    #: Where sessions come from instead of a node over gRPC (e.g. an in-process pipeline); they
+    #: must produce `spec`'s size and frame rate (give one). With it, `target` is not used.
+    open_source: LinkOpener | None = None
 
 
 class AvatarObs:
@@ -69,8 +72,8 @@ class AvatarObs:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        request = config.request
-        self.format = FeedFormat(request.width, request.height, request.fps, CLOCK_RATE)
+        spec = config.spec
+        self.format = FeedFormat(spec.width, spec.height, spec.fps, CLOCK_RATE)
         self.pictures = SentPictures()
         self.timeline: LiveTimeline | None = None
         self.publisher: StreamPublisher | None = None
@@ -117,38 +120,45 @@ class AvatarObs:
                         self.control.port,
                     )
                 if config.open_source is not None:
-                    if config.request.fps <= 0:
-                        raise SetupError("a stream from open_source needs request.fps: the rate its frames come at")
+                    if config.spec.fps <= 0:
+                        raise SetupError("a stream from open_source needs spec.fps: the rate its frames come at")
                     await self._stream(config.open_source, "the avatar source")
                 else:
                     target, credentials = config.target, config.credentials
                     if target is None:
-                        node = await asyncio.to_thread(start_local_node, config.request.engine)
+                        node = await asyncio.to_thread(start_local_node, config.spec.engine)
                         target, credentials = node.target, None
                     describe = f"the node at {target}" if config.target else "the local node"
                     await self._resolve_fps(target, credentials)
-                    opener = node_opener(target, config.token, config.request, self._on_turn, self._on_notice,
-                                         credentials=credentials)
-                    await self._stream(opener, describe)
+                    await self._stream(node_opener(target, config.token, self._session_spec(), credentials), describe)
             finally:
                 await self._shutdown(node)
 
     async def _resolve_fps(self, target: str, credentials: grpc.ChannelCredentials | None) -> None:
         """Fix the stream's frame rate before it starts: as asked, or the engine's own."""
         config = self.config
-        if config.request.fps > 0:
+        if config.spec.fps > 0:
             return
         try:
-            config.request = await resolve_fps(target, config.token, config.request, credentials)
+            config.spec = await resolve_fps(target, config.token, config.spec, credentials)
         except AvatarError as error:
             if error.code in FATAL_CODES:
                 raise
-            config.request = dataclasses.replace(config.request, fps=FALLBACK_FPS)
+            config.spec = dataclasses.replace(config.spec, fps=FALLBACK_FPS)
             log.warning(
                 "cannot ask %s for its frame rate (%s); streaming at %g fps (pass --fps to choose)",
                 target, error, FALLBACK_FPS,
             )
-        self.format = dataclasses.replace(self.format, fps=config.request.fps)
+        self.format = dataclasses.replace(self.format, fps=config.spec.fps)
+
+    def _keyframe_interval(self) -> int:
+        return max(1, round(self.config.spec.fps * self.config.keyframe_seconds))
+
+    def _session_spec(self) -> SessionSpec:
+        """What each node session is asked for: the stream's rate, its keyframes, H.264 at its clock."""
+        return dataclasses.replace(
+            self.config.spec, keyframe_interval=self._keyframe_interval(), audio_sample_rate=CLOCK_RATE, video="h264"
+        )
 
     async def _setup_obs(self) -> None:
         config = self.config
@@ -167,15 +177,16 @@ class AvatarObs:
                 ", ".join(repr(f"{config.source.name}: {a}") for a in result.buttons.values()),
             )
 
-    async def _stream(self, open_source: SourceOpener, describe_source: str) -> None:
+    async def _stream(self, open_source: LinkOpener, describe_source: str) -> None:
         config = self.config
-        still = still_from_photo(config.request.image, self.format.width, self.format.height)
-        keyframe_interval = max(1, round(config.request.fps * config.request.keyframe_seconds))
+        still = still_from_photo(config.spec.photo, self.format.width, self.format.height)
         self.timeline = LiveTimeline(
             open_source,
             self.format,
-            IdleFrames(self.format, still, keyframe_interval),
+            IdleFrames(self.format, still, self._keyframe_interval()),
             describe_node=describe_source,
+            on_turn=self._on_turn,
+            on_notice=self._on_notice,
         )
         loop = asyncio.get_running_loop()
 
@@ -192,7 +203,7 @@ class AvatarObs:
             self.format.width,
             self.format.height,
             self.format.fps,
-            config.request.keyframe_seconds,
+            config.keyframe_seconds,
         )
         pump = asyncio.create_task(self._pump(), name="avatar-obs-pump")
         self._tasks.append(pump)
@@ -321,19 +332,19 @@ class AvatarObs:
 
     # ------------------------------------------------------------------ events from the node
 
-    def _on_turn(self, event: TurnEvent) -> None:
-        if event.kind == TurnKind.STARTED:
+    def _on_turn(self, event: FeedTurn) -> None:
+        if event.kind == "started":
             log.info("turn started%s", f" ({event.turn_id})" if event.turn_id else "")
-        elif event.kind == TurnKind.FINISHED:
+        else:
             how = f"interrupted after {event.played_ms} ms" if event.interrupted else f"{event.played_ms} ms"
             log.info("turn finished (%s)", how)
         self.last_turn = {
-            "kind": event.kind.value,
+            "kind": event.kind,
             "interrupted": event.interrupted,
             "played_ms": event.played_ms,
         }
 
-    def _on_notice(self, notice: Notice) -> None:
+    def _on_notice(self, notice: FeedNotice) -> None:
         log.warning("the node says: %s", notice.message)
 
     def _warn_once(self, message: str, every_s: float = 10.0) -> None:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from avatar_client import SessionSpec
 from avatar_client.cli_kit import (
     add_connection_arguments,
     channel_credentials,
@@ -31,7 +32,6 @@ from .app import AppConfig, AvatarObs
 from .control import ControlError
 from .drivers import parse_audio_input
 from .errors import SetupError
-from .feed import SessionRequest
 from .obs_source import PLACEMENTS, SourceSpec, obs_input_url
 from .obs_ws import ObsAddress, ObsError
 from .publisher import rtmp_destination, udp_destination
@@ -191,14 +191,15 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     image = load_image(args.image) if args.image else (None if args.avatar_id else sample_image())
     if args.image and image is not None:
         check_photo_size(image, args.image)
-    request = SessionRequest(
-        image=image,
+    spec = SessionSpec(
+        photo=None if args.avatar_id else image,
         avatar_id=args.avatar_id,
         engine=args.engine,
         voice=args.voice,
         width=width,
         height=height,
         fps=args.fps,
+        video="h264",
     )
     if args.rtmp:
         destination = rtmp_destination(args.rtmp)
@@ -230,7 +231,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         if not path.is_file():
             raise SetupError(f"no such audio file: {path}")
     return AppConfig(
-        request=request,
+        spec=spec,
         destination=destination,
         target=args.target,
         token=args.token,

@@ -7,11 +7,11 @@ stream's parameter sets normally do not even change when the node's frames resum
 from __future__ import annotations
 
 import numpy as np
+from avatar_client.feed_items import FeedFormat
 
 from avatar_node.media.canvas import fit_into_canvas
 from avatar_node.media.encoder import H264Encoder
 
-from .feed import FeedFormat
 from .pictures import decode_image, decode_keyframe
 
 

@@ -25,8 +25,8 @@ from typing import cast
 import av
 import numpy as np
 from avatar_client.decode import has_parameter_sets
+from avatar_client.feed_items import FeedFormat
 
-from .feed import FeedFormat
 from .pictures import SentPictures
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ class _Muxer:
 
     def write(self, frame: StreamFrame, origin: int) -> None:
         """Mux one frame; `origin` is the index of the publisher's first frame (time zero)."""
-        pts = self._fmt.ticks(frame.index - origin)
+        pts = self._fmt.pts(frame.index - origin)
         if self._audio_cursor is None:
             self._audio_cursor = pts
         data = frame.encoded

@@ -287,3 +287,46 @@ def test_aclose_under_cancellation_leaves_no_session_and_no_task(node, photo):
             await anext(feed)
 
     asyncio.run(run())
+
+
+def test_a_feed_from_an_opener_runs_before_the_node_is_up_and_joins_it_at_a_keyframe(photo):
+    """A stream starts at once: idle frames with no picture at the asked rate while the node is
+    down, then the node's frames from its first keyframe, on the same timeline; notices pass."""
+    from avatar_client.feed_items import FeedFormat, FeedNotice
+    from avatar_client.feed_links import NodeLink
+
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    h264 = spec(photo, video="h264", keyframe_interval=10)
+
+    async def run() -> list:
+        feed = LiveFeed.from_opener(lambda: NodeLink.open(target, None, None, h264), FeedFormat(W, H, FPS, RATE),
+                                    describe="the node", retry_min_s=0.2, retry_max_s=0.4)
+        node = None
+        try:
+            items = await read_until(feed, lambda _, got: len(frames_of(got)) >= 10)
+            node = await asyncio.to_thread(start_background_node, NodeConfig(port=port, max_sessions=2))
+            items += await read_until(feed, lambda i, _: isinstance(i, FeedStatus) and i.connected)
+            await feed.behaviour("juggle")  # no such behaviour: the node says so in a notice
+            items += await read_until(feed, lambda i, _: isinstance(i, FeedNotice))
+            items += await read_until(feed, lambda _, got: sum(not f.idle for f in frames_of(got)) >= 12)
+            return items
+        finally:
+            await feed.aclose()
+            if node is not None:
+                await asyncio.to_thread(node.stop)
+
+    items = asyncio.run(run())
+    frames = frames_of(items)
+    assert [f.index for f in frames[:10]] == list(range(10)), "idle frames from the first moment, none skipped"
+    assert all(f.idle and f.picture is None and f.access_unit is None for f in frames[:10])
+    assert any(isinstance(i, FeedStatus) and not i.connected and "cannot start a session" in i.detail for i in items)
+    first_node = next(f for f in frames if not f.idle)
+    assert first_node.keyframe, "a session is joined at its keyframe"
+    fmt = FeedFormat(W, H, FPS, RATE)
+    for f in frames:
+        assert f.pts == fmt.pts(f.index) and len(f.audio) == fmt.samples(f.index)
+    indexes = [f.index for f in frames]
+    assert all(b > a for a, b in zip(indexes, indexes[1:])), "the timeline went back"
+    notice = next(i for i in items if isinstance(i, FeedNotice))
+    assert notice.code == "unknown_behaviour" and "juggle" in notice.message

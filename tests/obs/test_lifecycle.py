@@ -11,9 +11,8 @@ from importlib import resources
 
 import pytest
 
-from avatar_client import AsyncAvatarClient
+from avatar_client import AsyncAvatarClient, SessionSpec
 from avatar_obs.app import AppConfig, AvatarObs, publishing_lock
-from avatar_obs.feed import SessionRequest
 from avatar_obs.publisher import udp_destination
 
 from .conftest import free_port
@@ -49,7 +48,7 @@ async def test_cancelling_the_command_mid_speech_and_again_while_it_cleans_up(no
     control_port = free_port()
     app = AvatarObs(
         AppConfig(
-            request=SessionRequest(image=PHOTO, width=320, height=240),
+            spec=SessionSpec(photo=PHOTO, width=320, height=240),
             destination=destination,
             target=node.target,
             control_port=control_port,

@@ -1,5 +1,5 @@
 """Anything that yields H.264 access units with their audio can feed the stream, not only a node over
-gRPC: here a source made in the test (its own encoder, a colour per second) drives the command."""
+gRPC: here a session made in the test (its own encoder, a colour per second) drives the command."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import AsyncIterator
 
 import numpy as np
 
+from avatar_client import SessionSpec
+from avatar_client.feed_items import FeedFormat, FeedFrame
 from avatar_node.media.encoder import H264Encoder
 from avatar_obs.app import AppConfig, AvatarObs
-from avatar_obs.feed import FeedFormat, FeedFrame, SessionRequest
 from avatar_obs.publisher import udp_destination
 
 from .conftest import decode_stream
@@ -21,7 +22,9 @@ COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
 
 
 class ColourSource:
-    """Paced at 1x like a live pipeline; a flat colour that changes every second; a tone as audio."""
+    """A session paced at 1x like a live pipeline; a flat colour that changes every second; a tone as audio."""
+
+    description = "colours"
 
     def __init__(self) -> None:
         self.format = FeedFormat(WIDTH, HEIGHT, FPS, RATE)
@@ -29,7 +32,7 @@ class ColourSource:
         self.interrupted = 0
         self.closed = False
 
-    async def frames(self) -> AsyncIterator[FeedFrame]:
+    async def items(self) -> AsyncIterator[FeedFrame]:
         encoder = H264Encoder(WIDTH, HEIGHT, FPS, keyframe_interval=25)
         start = time.monotonic()
         tone = (np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE) * 8000).astype(np.int16)
@@ -38,17 +41,17 @@ class ColourSource:
             picture = np.empty((HEIGHT, WIDTH, 3), np.uint8)
             picture[:] = COLOURS[index // 25]
             encoded = encoder.encode(picture)
-            audio = tone[self.format.ticks(index % 25) : self.format.ticks(index % 25 + 1)]
-            yield FeedFrame(index, encoded.data, encoded.keyframe, audio, speaking=False)
+            audio = tone[self.format.pts(index % 25) : self.format.pts(index % 25 + 1)]
+            yield FeedFrame(index, self.format.pts(index), None, encoded.data, encoded.keyframe, audio, speaking=False)
         encoder.close()
 
-    async def say(self, text: str) -> None:
+    async def say(self, text: str, voice: str, turn_id: str) -> None:
         self.said.append(text)
 
-    async def send_audio(self, pcm: np.ndarray, sample_rate: int, end_of_turn: bool = False) -> None:
+    async def send_audio(self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str) -> None:
         pass
 
-    async def end_turn(self) -> None:
+    async def end_turn(self, turn_id: str) -> None:
         pass
 
     async def interrupt(self) -> None:
@@ -71,7 +74,7 @@ async def test_a_source_other_than_the_node_feeds_the_stream(udp_capture):
 
     app = AvatarObs(
         AppConfig(
-            request=SessionRequest(width=WIDTH, height=HEIGHT, fps=FPS),
+            spec=SessionSpec(avatar_id="colours", width=WIDTH, height=HEIGHT, fps=FPS, video="h264"),
             destination=udp_destination("127.0.0.1", capture.port),
             open_source=open_source,
         )

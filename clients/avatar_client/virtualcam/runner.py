@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import grpc
 import numpy as np
 
+from ..feed_items import FeedNotice
 from ..voice_gate import DEFAULT_THRESHOLD_DBFS, VoiceGate
 from .audio_out import AudioDevice, AudioWriter, ClockOnlyDevice
 from .camera import CameraOutput, CameraTicker
@@ -396,6 +397,8 @@ class VirtualCam:
                 )
             elif isinstance(item, SourceHealth):
                 self.meters.node_health(item.speech_underruns, item.frames_dropped)
+            elif isinstance(item, FeedNotice):
+                self.log(f"the node says: {item.message}")
             elif isinstance(item, Connected):
                 if self._connected_once:
                     self.meters.reconnects += 1

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 
 from ..errors import AvatarError
-from ..feed_items import FeedFrame, FeedHealth, FeedTurn
+from ..feed_items import FeedFrame, FeedHealth, FeedNotice, FeedTurn
 from ..live_feed import PERMANENT, FeedUnavailable, LiveFeed, SessionSpec, retry_delay
 from .errors import CamError
 from .playout import monotonic
@@ -65,7 +65,7 @@ class SourceHealth:
     frames_dropped: int  # this client read too slowly; the node skipped frames
 
 
-SourceItem = SourceFrame | Connected | Disconnected | TurnStarted | TurnFinished | SourceHealth
+SourceItem = SourceFrame | Connected | Disconnected | TurnStarted | TurnFinished | SourceHealth | FeedNotice
 
 
 class NotConnected(Exception):
@@ -161,6 +161,8 @@ class NodeSource:
                         yield TurnFinished(item.turn_id, item.pts, item.interrupted, item.played_ms)
                 elif isinstance(item, FeedHealth):
                     yield SourceHealth(item.speech_underruns, item.frames_dropped)
+                elif isinstance(item, FeedNotice):
+                    yield item
                 elif item.connected:
                     self.clock_rate = feed.format.clock_rate
                     yield Connected(item.detail, feed.format.clock_rate, feed.format.fps)

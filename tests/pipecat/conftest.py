@@ -1,0 +1,52 @@
+"""Pipecat integration fixtures: the sample photo, real speech (espeak-ng), a node on loopback.
+
+Without Pipecat installed these tests skip (see the README's Pipecat section for why it is
+installed on its own)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pipecat", reason="Pipecat is not installed (see the README's Pipecat section)")
+
+from avatar_node.server import NodeConfig, start_background_node  # noqa: E402
+
+from ..support.media import sample_photo  # noqa: E402
+from .harness import Speech  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def photo() -> bytes:
+    return sample_photo()
+
+
+def _synthesize(text: str) -> Speech:
+    from avatar_node.speech.tts import SpeechSynthesizer
+
+    synth = SpeechSynthesizer()
+    try:
+        clip = synth.synthesize(text)
+    finally:
+        synth.close()
+    return Speech(np.asarray(clip.samples, np.int16), clip.sample_rate)
+
+
+@pytest.fixture(scope="session")
+def short_speech() -> Speech:
+    return _synthesize("Hello there, this is your avatar speaking.")
+
+
+@pytest.fixture(scope="session")
+def long_speech() -> Speech:
+    return _synthesize("This is a much longer sentence, so that there is plenty of time to interrupt it "
+                       "somewhere in the middle, before the avatar has finished saying all of it.")
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[object]:
+    with start_background_node(NodeConfig(host="127.0.0.1", port=0, max_sessions=4,
+                                          engines=["portrait", "testcard"])) as running:
+        yield running

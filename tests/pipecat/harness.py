@@ -19,6 +19,7 @@ import numpy as np
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     OutputImageRawFrame,
     StartFrame,
@@ -29,6 +30,8 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from avatar_node.engines.testcard import bar_level
@@ -201,3 +204,40 @@ def best_lag(a: np.ndarray, b: np.ndarray, most: int = 4) -> tuple[int, float]:
         if c > best[1]:
             best = (lag, c)
     return best
+
+
+class Playout(BaseOutputTransport):
+    """An output transport whose device is a log: Pipecat's own output machinery (its audio queue,
+    pictures synced with audio, bot-speaking frames, interruption handling) in front of a sound
+    card that takes each chunk's own duration to play, and a screen."""
+
+    def __init__(self, width: int, height: int, fps: float) -> None:
+        super().__init__(TransportParams(
+            audio_out_enabled=True, audio_out_sample_rate=48000, video_out_enabled=True,
+            video_out_width=width, video_out_height=height, video_out_framerate=fps,
+        ))
+        #: In the order it happened: ("audio", int16 samples), ("video", RGB picture), ("interruption", None).
+        self.log: list[tuple[str, Any]] = []
+        self._next_at = 0.0
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, InterruptionFrame):
+            self.log.append(("interruption", None))
+        await super().process_frame(frame, direction)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        self.log.append(("audio", np.frombuffer(frame.audio, np.int16)))
+        now = time.monotonic()
+        self._next_at = max(self._next_at, now)
+        await asyncio.sleep(self._next_at - now)
+        self._next_at += len(frame.audio) / 2 / frame.sample_rate
+        return True
+
+    async def write_video_frame(self, frame: OutputImageRawFrame) -> bool:
+        width, height = frame.size
+        self.log.append(("video", np.frombuffer(frame.image, np.uint8).reshape(height, width, 3)))
+        return True

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from avatar_pipecat import AvatarVideoService
-from pipecat.frames.frames import InterruptionFrame, TTSStartedFrame, TTSStoppedFrame
+from pipecat.frames.frames import (
+    InterruptionFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+)
 
 from avatar_node.engines.testcard import BAR_X, bar_level
 
@@ -66,15 +71,16 @@ async def test_tts_audio_comes_out_unchanged_on_the_avatars_frames_in_step_with_
     assert sum(isinstance(f, TTSStoppedFrame) for f in down) == 1
 
 
-async def test_an_interruption_mid_sentence_closes_the_mouth_at_once_and_no_speech_follows(
-    photo: bytes, long_speech: Speech
+@pytest.mark.parametrize("barge_in", [InterruptionFrame, UserStartedSpeakingFrame])
+async def test_a_barge_in_mid_sentence_closes_the_mouth_at_once_and_no_speech_follows(
+    photo: bytes, long_speech: Speech, barge_in: type
 ) -> None:
     async with AvatarPipeline(card_avatar(photo)) as run:
         await run.say(long_speech)
         await run.until(lambda: run.speech_frames() >= 30)
-        await run.queue(InterruptionFrame())
-        await run.until(lambda: any(isinstance(f, InterruptionFrame) for f in run.downstream()))
-        cut = run.position_of(InterruptionFrame)
+        await run.queue(barge_in())
+        await run.until(lambda: any(isinstance(f, barge_in) for f in run.downstream()))
+        cut = run.position_of(barge_in)
         await run.until(lambda: sum(f.position > cut for f in run.frames()) >= 15)
         await run.end()
     frames = run.frames()
@@ -83,11 +89,11 @@ async def test_an_interruption_mid_sentence_closes_the_mouth_at_once_and_no_spee
     lv = levels(frames)
     print("levels around the interruption:", np.round(lv[len(before) - 3 : len(before) + 4], 3),
           "withheld:", run.avatar.frames_withheld)
-    assert not any(f.speech or np.any(f.audio) for f in after), "speech audio was pushed after the interruption"
+    assert not any(f.speech or np.any(f.audio) for f in after), "speech audio was pushed after the barge-in"
     shown = [f for f in after if f.picture is not None]
     print("after:", [(round(bar_level(f.picture), 3), speaking_bar(f.picture)) for f in shown[:4]])
     # The next picture shows the mouth no longer speaking (the card's bar turns grey as it closes)...
-    assert not speaking_bar(shown[0].picture), "the picture after the interruption still shows speech"
+    assert not speaking_bar(shown[0].picture), "the picture after the barge-in still shows speech"
     # ...and from the one after it is closed.
     assert all(bar_level(f.picture) <= 0.02 for f in shown[1:]), "the mouth did not close within two frames"
     # The turn is over for Pipecat too: its stopped frame is not passed on after the interruption.

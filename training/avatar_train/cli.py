@@ -120,7 +120,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .trainer import Inputs, Trainer
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         cfg = _config(args.config)
         inputs = Inputs(args.data, args.init, args.trajectories, args.teacher, args.critic)
         trainer = Trainer(cfg, inputs, args.out, device=args.device, resume=not args.fresh)

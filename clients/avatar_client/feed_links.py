@@ -41,7 +41,9 @@ class Link(Protocol):
 
     async def say(self, text: str, voice: str, turn_id: str) -> None: ...
 
-    async def send_audio(self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str) -> None: ...
+    async def send_audio(
+        self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str, channels: int
+    ) -> None: ...
 
     async def end_turn(self, turn_id: str) -> None: ...
 
@@ -109,8 +111,10 @@ class NodeLink:
     async def say(self, text: str, voice: str, turn_id: str) -> None:
         await self._session.say(text, voice=voice, turn_id=turn_id)
 
-    async def send_audio(self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str) -> None:
-        await self._session.send_audio(pcm, sample_rate, end_of_turn=end_of_turn, turn_id=turn_id)
+    async def send_audio(
+        self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str, channels: int
+    ) -> None:
+        await self._session.send_audio(pcm, sample_rate, end_of_turn=end_of_turn, turn_id=turn_id, channels=channels)
 
     async def end_turn(self, turn_id: str) -> None:
         await self._session.end_turn(turn_id)
@@ -181,8 +185,12 @@ class RuntimeLink:
     async def say(self, text: str, voice: str, turn_id: str) -> None:
         await self._call(self._stream.say(text, voice=voice, turn_id=turn_id))
 
-    async def send_audio(self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str) -> None:
-        await self._call(self._stream.push_speech(pcm, sample_rate, end_of_turn=end_of_turn, turn_id=turn_id))
+    async def send_audio(
+        self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str, channels: int
+    ) -> None:
+        await self._call(
+            self._stream.push_speech(pcm, sample_rate, channels, end_of_turn=end_of_turn, turn_id=turn_id)
+        )
 
     async def end_turn(self, turn_id: str) -> None:
         rate = self._stream.options.clock_rate

@@ -201,10 +201,12 @@ class LiveFeed:
         await self._current().say(text, voice, turn_id)
 
     async def send_audio(
-        self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool = False, turn_id: str = ""
+        self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool = False, turn_id: str = "",
+        channels: int = 1,
     ) -> None:
-        """Speech for the avatar to say (int16 or float32 samples, or s16le bytes, mono, any rate)."""
-        await self._current().send_audio(pcm, sample_rate, end_of_turn, turn_id)
+        """Speech for the avatar to say (int16 or float32 samples, or s16le bytes with `channels`
+        interleaved channels; any rate). Consecutive calls form one turn until `end_of_turn`."""
+        await self._current().send_audio(pcm, sample_rate, end_of_turn, turn_id, channels)
 
     async def end_turn(self, turn_id: str = "") -> None:
         await self._current().end_turn(turn_id)

@@ -122,30 +122,19 @@ def run_bot(args: argparse.Namespace) -> int:
 
 
 async def _bot(args: argparse.Namespace, url: str, key: str, secret: str, photo: bytes, identity: str) -> int:
+    from avatar_client import SessionSpec
     from livekit import api
 
     from .bot import RoomBot
     from .bot import run_bot as run
-    from .frames import Renderer
+    from .feed_renderer import FeedRenderer
     from .room_session import RoomSession
 
-    renderer: Renderer
+    spec = SessionSpec(photo=photo, engine=args.engine, width=args.width, height=args.height, fps=args.fps)
     if args.target:
-        from avatar_client import AsyncAvatarClient
-
-        from .node_renderer import NodeRenderer
-
-        client = AsyncAvatarClient(args.target, token=args.token, credentials=channel_credentials(args))
-        node_renderer = NodeRenderer(client, image=photo,
-                                     engine=args.engine, width=args.width, height=args.height, fps=args.fps,
-                                     owns_client=True)
-        await node_renderer.start()
-        renderer = node_renderer
+        renderer = await FeedRenderer.open_node(args.target, args.token, channel_credentials(args), spec)
     else:
-        from .local_renderer import PipelineRenderer
-
-        renderer = await PipelineRenderer.open(photo, engine=args.engine, width=args.width, height=args.height,
-                                               fps=args.fps)
+        renderer = await FeedRenderer.open_runtime(spec)
 
     def token() -> str:
         grants = api.VideoGrants(room_join=True, room=args.room, can_publish=True, can_subscribe=True,

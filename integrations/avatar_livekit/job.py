@@ -8,6 +8,8 @@ import datetime
 import json
 from dataclasses import asdict, dataclass, field
 
+from avatar_client import SessionSpec
+
 from .errors import AvatarLiveKitError
 
 #: The agent name `avatar-livekit worker` registers under by default.
@@ -56,6 +58,18 @@ class AvatarJobRequest:
         if not request.agent_identity or not request.avatar_identity:
             raise AvatarLiveKitError("the dispatch metadata names no agent_identity / avatar_identity")
         return request
+
+    def session_spec(self, default_image: bytes = b"") -> SessionSpec:
+        """The node session this request asks for: its photo (or `default_image`) or its prepared avatar."""
+        image = self.image or (b"" if self.avatar_id else default_image)
+        if not image and not self.avatar_id:
+            raise AvatarLiveKitError(
+                "give the avatar a photo (image bytes) or the avatar_id of one prepared on the node"
+            )
+        return SessionSpec(
+            photo=image or None, avatar_id="" if image else self.avatar_id, engine=self.engine, width=self.width,
+            height=self.height, fps=self.fps, audio_sample_rate=self.sample_rate, prompt=self.prompt,
+        )
 
 
 def avatar_token(

@@ -15,11 +15,10 @@ import signal
 from dataclasses import dataclass
 
 import grpc
-from avatar_client import AsyncAvatarClient
 
 from .errors import AvatarLiveKitError
+from .feed_renderer import FeedRenderer
 from .job import DEFAULT_WORKER_NAME, AvatarJobRequest, avatar_token
-from .node_renderer import NodeRenderer
 from .room_session import RoomSession
 from .worker import AvatarWorker
 
@@ -68,12 +67,8 @@ async def run_avatar_job(request: AvatarJobRequest, room_name: str, config: Work
         return avatar_token(config.api_key, config.api_secret, room=room_name, identity=request.avatar_identity,
                             agent_identity=request.agent_identity, name=request.avatar_name)
 
-    image = request.image or (b"" if request.avatar_id else config.default_image)
-    client = AsyncAvatarClient(config.node, token=config.node_token or None, credentials=config.node_credentials)
-    renderer = NodeRenderer(client, image=image, avatar_id=request.avatar_id, engine=request.engine,
-                            width=request.width, height=request.height, fps=request.fps,
-                            sample_rate=request.sample_rate, prompt=request.prompt, owns_client=True)
-    await renderer.start()
+    renderer = await FeedRenderer.open_node(config.node, config.node_token or None, config.node_credentials,
+                                            request.session_spec(config.default_image))
     worker = AvatarWorker(renderer, agent_identity=request.agent_identity)
 
     async def joined(room: object, first: bool) -> None:

@@ -149,13 +149,16 @@ class AvatarSession(AgentsAvatarSession):
             await self._start_node(agent_session, room)
 
     async def _start_local(self, agent_session: AgentSession, room: rtc.Room) -> None:
-        from .local_renderer import PipelineRenderer
+        from avatar_client import SessionSpec
 
-        photo: bytes | str = self._photo if self._photo is not None else self._avatar_id
-        renderer = await PipelineRenderer.open(
-            photo, runtime=self._runtime, engine=self._engine, width=self._width, height=self._height,
-            fps=self._fps, sample_rate=self._sample_rate, framing=self._framing, prompt=self._prompt,
+        from .feed_renderer import FeedRenderer
+
+        spec = SessionSpec(
+            photo=self._photo, avatar_id="" if self._photo is not None else self._avatar_id, engine=self._engine,
+            width=self._width, height=self._height, fps=self._fps, audio_sample_rate=self._sample_rate,
+            framing=self._framing, prompt=self._prompt,
         )
+        renderer = await FeedRenderer.open_runtime(spec, runtime=self._runtime)
         avatar = RoomAvatar(renderer)
         self._avatar = avatar
         output = AvatarAudioOutput(avatar)

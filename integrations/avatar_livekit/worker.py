@@ -5,7 +5,7 @@
     ...                               # worker.attach(new_room) after a reconnect
     await worker.aclose()
 
-The renderer is normally a `NodeRenderer` (an avatar node over gRPC); the room is a
+The renderer is normally a `FeedRenderer` on an avatar node over gRPC; the room is a
 connected `rtc.Room` (or anything shaped like one). The agent reaches the worker with
 LiveKit's data-stream avatar protocol (see `agent_link.py`).
 """

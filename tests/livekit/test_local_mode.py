@@ -173,7 +173,7 @@ async def test_the_default_portrait_engine_moves_the_mouth_with_the_published_vo
         await asyncio.sleep(0.3)
         avatar = run.avatar.room_avatar
         assert avatar is not None
-        stream = avatar.renderer.stream  # type: ignore[attr-defined]
+        (stream,) = avatar.renderer.runtime.streams  # type: ignore[attr-defined]
         assert stream.engine.info.name == "portrait"
         box = mouth_box(stream.identity, StreamOptions(424, 240, 25.0))
         readback = run.readback
@@ -216,7 +216,7 @@ async def test_barge_in_shuts_the_published_mouth_and_it_stays_shut(photo: bytes
     async with local_avatar(photo, width=424, height=240) as run:
         avatar = run.avatar.room_avatar
         assert avatar is not None
-        stream = avatar.renderer.stream  # type: ignore[attr-defined]
+        (stream,) = avatar.renderer.runtime.streams  # type: ignore[attr-defined]
         box = mouth_box(stream.identity, StreamOptions(424, 240, 25.0))
         await asyncio.sleep(0.5)
         handle = run.session.say("A long sentence", audio=long_speech.frames())

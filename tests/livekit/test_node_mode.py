@@ -6,26 +6,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-from avatar_client import AsyncAvatarClient
+from avatar_livekit import AvatarJobRequest, AvatarSession
+from avatar_livekit.feed_renderer import FeedRenderer
+from avatar_livekit.job import ATTRIBUTE_PUBLISH_ON_BEHALF
+from avatar_livekit.worker import AvatarWorker
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.testing import fake_job_context
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
-from avatar_livekit import AvatarJobRequest, AvatarSession
-from avatar_livekit.job import ATTRIBUTE_PUBLISH_ON_BEHALF
-from avatar_livekit.node_renderer import NodeRenderer
-from avatar_livekit.worker import AvatarWorker
 from avatar_node.server import BackgroundNode, NodeConfig, start_background_node
 
-from .conftest import (RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag,
-                       watch_audio_output)
+from .conftest import RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag, watch_audio_output
 from .fake_room import FakeHub, FakeRoom
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,10 +57,7 @@ async def start_worker(hub: FakeHub, request: AvatarJobRequest, target: str, rea
     room = hub.room(request.avatar_identity, kind=AGENT, attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: request.agent_identity})
     room.on("local_track_published", lambda publication, track: readback.start([publication]))
     await room.connect()
-    renderer = NodeRenderer(AsyncAvatarClient(target), image=request.image, avatar_id=request.avatar_id,
-                            engine=request.engine, width=request.width, height=request.height, fps=request.fps,
-                            sample_rate=request.sample_rate, owns_client=True)
-    await renderer.start()
+    renderer = await FeedRenderer.open_node(target, None, None, request.session_spec())
     worker = AvatarWorker(renderer, agent_identity=request.agent_identity, idle_timeout_s=idle_timeout_s)
     await worker.start(room)
     return worker, room
@@ -308,7 +304,7 @@ async def test_the_worker_survives_the_node_restarting_without_going_dark(photo:
             await asyncio.sleep(1.0)
             second = start_background_node(NodeConfig(port=port, engines=["testcard"], text_to_speech=False))
             renderer = worker.renderer
-            assert isinstance(renderer, NodeRenderer)
+            assert isinstance(renderer, FeedRenderer)
             await wait_until(lambda: renderer.sessions_opened == 2, timeout=15, what="a new node session")
             await send_speech(agent_room, short_speech)
             await wait_until(lambda: len(reports) == 1, timeout=10, what="playback on the new node")
@@ -330,7 +326,7 @@ async def test_closing_while_the_node_is_away_leaves_no_session_behind(photo: by
     try:
         async with bare_agent(first, photo) as (agent_room, worker, reports, readback):
             renderer = worker.renderer
-            assert isinstance(renderer, NodeRenderer)
+            assert isinstance(renderer, FeedRenderer)
             await asyncio.to_thread(first.stop, 0.5)
             second = start_background_node(NodeConfig(port=port, engines=["testcard"], text_to_speech=False))
             await asyncio.sleep(0.05)  # the renderer is waiting to open a session on the node that is back

@@ -48,7 +48,9 @@ class ColourSource:
     async def say(self, text: str, voice: str, turn_id: str) -> None:
         self.said.append(text)
 
-    async def send_audio(self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str) -> None:
+    async def send_audio(
+        self, pcm: np.ndarray | bytes, sample_rate: int, end_of_turn: bool, turn_id: str, channels: int
+    ) -> None:
         pass
 
     async def end_turn(self, turn_id: str) -> None:

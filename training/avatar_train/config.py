@@ -24,6 +24,7 @@ class OptimConfig:
     betas: tuple[float, float]
     weight_decay: float = 0.0
     grad_clip: float = 10.0
+    eps: float = 1e-8
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class StepLog:
 
 
 def _adam(params: list[torch.nn.Parameter], o: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
 
 
 def _trainable(path: Path, cfg: object, device: torch.device) -> LiveTalkDiT:

@@ -169,9 +169,9 @@ class BlockSampler:
             noise = torch.stack([self.draw_noise(s) for s in sessions])
         noise = noise.to(model.device, torch.float32)
 
-        with torch.set_grad_enabled(track):
+        with torch.set_grad_enabled(track):  # the conditioning's projections are trained too
             audio = model.pack_audio(audio_features)
-        prompt = PromptConditioning.stack([s.prompt for s in sessions])
+            prompt = PromptConditioning.stack([s.prompt for s in sessions])
         starts_session = [s.blocks_done == 0 for s in sessions]
         condition = torch.stack(
             [reference_condition(s.reference, per_block, first) for s, first in zip(sessions, starts_session)]

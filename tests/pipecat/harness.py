@@ -89,9 +89,10 @@ class AvatarPipeline:
     def __init__(self, avatar: Any, *, after: list[FrameProcessor] | None = None) -> None:
         self.avatar = avatar
         self.up = Recorder(FrameDirection.UPSTREAM)
+        self.into = Recorder(FrameDirection.DOWNSTREAM)  # what reaches the avatar, and when
         self.down = Recorder(FrameDirection.DOWNSTREAM)
         self.worker = PipelineWorker(
-            Pipeline([self.up, avatar, *(after or []), self.down]),
+            Pipeline([self.up, self.into, avatar, *(after or []), self.down]),
             params=PipelineParams(audio_out_sample_rate=48000),
             cancel_on_idle_timeout=False,
         )

@@ -3,6 +3,10 @@ downstream is the avatar's timeline, picture then exactly its audio, in step wit
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import numpy as np
 import pytest
 from avatar_pipecat import AvatarVideoService
@@ -98,3 +102,21 @@ async def test_a_barge_in_mid_sentence_closes_the_mouth_at_once_and_no_speech_fo
     assert all(bar_level(f.picture) <= 0.02 for f in shown[1:]), "the mouth did not close within two frames"
     # The turn is over for Pipecat too: its stopped frame is not passed on after the interruption.
     assert not any(isinstance(f, TTSStoppedFrame) for f in run.downstream()[cut:])
+
+
+@pytest.mark.parametrize("ending", ["end", "cancel"])
+async def test_ending_the_pipeline_closes_the_runtime_it_made_and_leaves_no_task_or_thread(
+    photo: bytes, long_speech: Speech, ending: str
+) -> None:
+    tasks, threads = set(asyncio.all_tasks()), set(threading.enumerate())
+    async with AvatarPipeline(card_avatar(photo)) as run:
+        await run.say(long_speech)
+        await run.until(lambda: run.speech_frames() >= 5)
+        await (run.end() if ending == "end" else run.cancel())
+    assert not set(asyncio.all_tasks()) - tasks - {asyncio.current_task()}, "a task outlived the pipeline"
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - threads and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not set(threading.enumerate()) - threads, f"threads left: {set(threading.enumerate()) - threads}"
+    if ending == "end":  # EndFrame lets the avatar finish the sentence it was saying
+        assert run.speech_frames() >= long_speech.seconds * FPS - 2

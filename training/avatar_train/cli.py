@@ -1,6 +1,7 @@
 """`avatar-train`: the recipe's commands, in the order a run uses them.
 
     avatar-train synthetic CLIPS_DIR                      a synthetic talking dataset (tests, a dry run)
+    avatar-train merge-omniavatar PT OUT --base WAN...    an OmniAvatar teacher in the node's key layout
     avatar-train preprocess CLIPS_DIR DATA_DIR --weights W cache latents, audio features, prompts
     avatar-train trajectories DATA_DIR --teacher T ...     the teacher's ODE trajectories (stage 1 targets)
     avatar-train train --config C --data DATA_DIR ...      stage 1 or 2 (torchrun for several processes)
@@ -39,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--latent-frames", type=int, default=21)
     s.add_argument("--crop", choices=("face", "centre"), default="face", help="find the face, or take the centre")
     s.add_argument("--device", default="cpu")
+
+    s = sub.add_parser("merge-omniavatar", help="an OmniAvatar teacher (Wan2.1 base + LoRA) as one file")
+    s.add_argument("omniavatar", type=Path, help="OmniAvatar's pytorch_model.pt")
+    s.add_argument("out", type=Path, help="the merged .safetensors to write")
+    s.add_argument("--base", type=Path, nargs="+", required=True, help="Wan2.1 diffusion_pytorch_model*.safetensors")
+    s.add_argument("--size", choices=("1.3B", "14B"), default="14B")
+    s.add_argument("--lora-rank", type=int, default=128)
+    s.add_argument("--lora-alpha", type=float, default=64.0)
 
     s = sub.add_parser("trajectories", help="the teacher's trajectories for every cached segment")
     s.add_argument("data", type=Path)
@@ -84,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     if args.command == "synthetic":
         from .synthetic import write_dataset
 
@@ -100,6 +107,19 @@ def _run(args: argparse.Namespace) -> int:
         manifest = preprocess(find_clips(args.clips), args.out, enc, args.latent_frames, finder)
         print(json.dumps({k: manifest[k] for k in ("segments", "seconds")} | {"skipped": len(manifest["skipped"])}))
         return EXIT_OK if manifest["segments"] else EXIT_FAILED
+    if args.command == "merge-omniavatar":
+        from safetensors.torch import save_file
+
+        from avatar_node.engines.livetalk.config import DiTConfig
+
+        from .config import TEACHER_14B
+        from .omniavatar import merge_omniavatar
+
+        dit = DiTConfig(**TEACHER_14B) if args.size == "14B" else DiTConfig()  # type: ignore[arg-type]
+        state = merge_omniavatar(args.base, args.omniavatar, dit, rank=args.lora_rank, alpha=args.lora_alpha)
+        save_file(state, str(args.out))
+        print(f"merged {args.size} teacher written to {args.out} ({len(state)} tensors)")
+        return EXIT_OK
     if args.command == "trajectories":
         from .dataset import ShardDataset
         from .teacher import load_teacher

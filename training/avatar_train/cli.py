@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--trajectories", type=Path)
     s.add_argument("--teacher", type=Path)
     s.add_argument("--critic", type=Path)
+    s.add_argument("--vae-weights", type=Path, help="a weights directory whose VAE decodes the logged samples")
     s.add_argument("--steps", type=int, help="stop after this step (default: the config's)")
     s.add_argument("--fresh", action="store_true", help="ignore checkpoints in OUT")
     s.add_argument("--device", default="cpu")
@@ -141,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         from .trainer import Inputs, Trainer
 
         cfg = _config(args.config)
-        inputs = Inputs(args.data, args.init, args.trajectories, args.teacher, args.critic)
+        inputs = Inputs(args.data, args.init, args.trajectories, args.teacher, args.critic, args.vae_weights)
         trainer = Trainer(cfg, inputs, args.out, device=args.device, resume=not args.fresh)
         trainer.run(args.steps)
         return EXIT_OK

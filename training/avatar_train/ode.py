@@ -28,8 +28,9 @@ def block_levels(stream: StreamConfig, frames: int, generator: torch.Generator) 
 
 def ode_loss(
     student: LiveTalkDiT, stream: StreamConfig, batch: Batch, states: torch.Tensor, levels: torch.Tensor
-) -> torch.Tensor:
-    """Per-sample MSE [B] of the student's clean prediction against the trajectory end.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample MSE [B] of the student's clean prediction against the trajectory end, and
+    the prediction itself [B, 16, T, h, w].
 
     states: [B, num_steps + 1, 16, T, h, w]; levels: [B, T] indices into the step list.
     """
@@ -50,4 +51,4 @@ def ode_loss(
         student.pack_audio(batch.audio),
     )
     predicted = noisy - sigmas[:, None, :, None, None] * flow
-    return (predicted - target)[:, :, 1:].pow(2).flatten(1).mean(dim=1)
+    return (predicted - target)[:, :, 1:].pow(2).flatten(1).mean(dim=1), predicted

@@ -25,6 +25,8 @@ import torch
 
 from avatar_node.engines.livetalk.model import LiveTalkDiT
 from avatar_node.engines.livetalk.sampler import BlockSampler
+from avatar_node.engines.livetalk.vae import WanVAE, load_vae
+from avatar_node.engines.livetalk.weights import VAE_FILE, load_model_config
 
 from .batch import Batch, force_reference
 from .config import OptimConfig, TrainConfig
@@ -54,6 +56,9 @@ class Inputs:
     #: The fake score's starting weights (stage 2); default: the teacher when its shape is
     #: the student's, else the student's init.
     critic: Path | None = None
+    #: A livetalk weights directory whose VAE decodes the sample frames in the logs
+    #: (without it the logs show latent previews).
+    vae_weights: Path | None = None
 
 
 @dataclass
@@ -119,6 +124,10 @@ class Trainer:
         self.writer = None
         #: The latest generated clip (for the sample images in the logs).
         self.last_sample: torch.Tensor | None = None
+        self.vae: WanVAE | None = None
+        if inputs.vae_weights is not None and self.procs.is_main:
+            root = Path(inputs.vae_weights)
+            self.vae = load_vae(root / VAE_FILE, load_model_config(root).vae, device=self.device)
         if resume:
             self._resume()
 
@@ -214,7 +223,7 @@ class Trainer:
             levels.append(block_levels(cfg.stream, cfg.latent_frames, sample_generator(cfg.seed, self.step, pos)))
         batch = Batch.of(samples, self.device)
         with self._autocast():
-            per_sample = ode_loss(
+            per_sample, predicted = ode_loss(
                 self.generator,
                 cfg.stream,
                 batch,
@@ -222,6 +231,7 @@ class Trainer:
                 torch.stack(levels).to(self.device),
             )
         norm = self._apply(self.generator, self.optim, per_sample.sum() / g_batch, cfg.ode.optim.grad_clip)
+        self.last_sample = predicted.detach()
         return {"ode/loss": self.procs.mean(float(per_sample.detach().mean())), "ode/grad_norm": norm}
 
     def _dmd_step(self) -> dict[str, float]:
@@ -307,10 +317,15 @@ class Trainer:
         writer = self._logger()
         if writer is None:
             return
-        # A latent preview: channels 0..2 of each frame of the first sample, scaled to [0, 1].
-        frames = latents[0, :3].transpose(0, 1).float().cpu()
-        lo, hi = frames.amin(), frames.amax()
-        writer.add_images("samples/latent_rgb", (frames - lo) / (hi - lo + 1e-8), self.step)
+        first = latents[:1].float()
+        if self.vae is not None:
+            # The first sample's frames, decoded as the node decodes them.
+            frames = self.vae.decode(first)[0].transpose(0, 1).cpu() * 0.5 + 0.5
+            writer.add_images("samples/frames", frames.clamp(0.0, 1.0), self.step)
+        # A latent preview: channels 0..2 of each frame, scaled to [0, 1].
+        preview = first[0, :3].transpose(0, 1).cpu()
+        lo, hi = preview.amin(), preview.amax()
+        writer.add_images("samples/latent_rgb", (preview - lo) / (hi - lo + 1e-8), self.step)
 
     def steps(self, until: int | None = None) -> Iterator[StepLog]:
         """Run steps until `until` (default: the stage's configured count), yielding each step's log."""

@@ -80,6 +80,8 @@ class TrainConfig:
     #: bf16 autocast for the forward passes (weights and optimizer stay float32).
     bf16: bool = True
     gradient_checkpointing: bool = True
+    #: Shard the frozen teacher across the processes (FSDP) instead of a whole copy on each.
+    fsdp_teacher: bool = False
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 500

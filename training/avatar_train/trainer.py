@@ -113,6 +113,13 @@ class Trainer:
             if inputs.teacher is None:
                 raise ValueError("stage 'dmd' needs the teacher (--teacher) for the real score")
             self.teacher = load_teacher(inputs.teacher, cfg.teacher, self.device)
+            if cfg.fsdp_teacher and self.procs.world > 1:
+                from .sharding import shard_frozen, sharded_parameters
+
+                shard_frozen(self.teacher, self.procs.world)
+                self.log(
+                    f"teacher sharded over {self.procs.world} processes: {sharded_parameters(self.teacher)} tensors"
+                )
             critic_path = inputs.critic or (inputs.teacher if cfg.teacher == cfg.dit else inputs.init)
             self.critic = _trainable(critic_path, cfg.dit, self.device)
             self.critic.gradient_checkpointing = cfg.gradient_checkpointing

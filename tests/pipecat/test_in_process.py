@@ -106,11 +106,11 @@ async def test_a_barge_in_mid_sentence_closes_the_mouth_at_once_and_no_speech_fo
 
 @pytest.mark.parametrize("ending", ["end", "cancel"])
 async def test_ending_the_pipeline_closes_the_runtime_it_made_and_leaves_no_task_or_thread(
-    photo: bytes, long_speech: Speech, ending: str
+    photo: bytes, short_speech: Speech, ending: str
 ) -> None:
     tasks, threads = set(asyncio.all_tasks()), set(threading.enumerate())
     async with AvatarPipeline(card_avatar(photo)) as run:
-        await run.say(long_speech)
+        await run.say(short_speech)
         await run.until(lambda: run.speech_frames() >= 5)
         await (run.end() if ending == "end" else run.cancel())
     assert not set(asyncio.all_tasks()) - tasks - {asyncio.current_task()}, "a task outlived the pipeline"
@@ -119,4 +119,4 @@ async def test_ending_the_pipeline_closes_the_runtime_it_made_and_leaves_no_task
         await asyncio.sleep(0.05)
     assert not set(threading.enumerate()) - threads, f"threads left: {set(threading.enumerate()) - threads}"
     if ending == "end":  # EndFrame lets the avatar finish the sentence it was saying
-        assert run.speech_frames() >= long_speech.seconds * FPS - 2
+        assert run.speech_frames() >= short_speech.seconds * FPS - 2

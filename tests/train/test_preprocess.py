@@ -68,3 +68,20 @@ def test_clips_without_audio_or_face_are_refused_with_the_reason(world, tmp_path
     assert manifest["segments"] == 0 and len(messages) == 3
     with pytest.raises(ValueError, match="no clips"):
         find_clips(tmp_path / "out")
+
+
+def test_the_command_line_stores_bf16_shards_that_train_as_float32(world, tmp_path):
+    from avatar_train.cli import main
+    from avatar_train.dataset import ShardDataset
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "a.mp4", 1.6, seed=5)
+    out = tmp_path / "data"
+    assert main(["preprocess", str(clips), str(out), "--weights", str(world.weights), "--latent-frames",
+                 str(LATENT_FRAMES), "--crop", "centre", "--dtype", "bfloat16"]) == 0
+    shard = next((out / SHARDS).iterdir())
+    assert torch.load(shard, weights_only=True)[0]["latents"].dtype == torch.bfloat16
+    sample = ShardDataset(out)[0]
+    assert sample.latents.dtype == torch.float32 and sample.latents.shape == (16, LATENT_FRAMES, 4, 4)
+    assert main(["preprocess", str(tmp_path / "none"), str(out), "--weights", str(world.weights)]) == 1

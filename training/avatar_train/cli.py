@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", type=Path, required=True, help="a livetalk weights directory (VAE, wav2vec2, prompts)")
     s.add_argument("--latent-frames", type=int, default=21)
     s.add_argument("--crop", choices=("face", "centre"), default="face", help="find the face, or take the centre")
+    s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="how shards store tensors")
     s.add_argument("--device", default="cpu")
 
     s = sub.add_parser("merge-omniavatar", help="an OmniAvatar teacher (Wan2.1 base + LoRA) as one file")
@@ -105,7 +106,10 @@ def _run(args: argparse.Namespace) -> int:
 
         enc = Encoders.from_weights(args.weights, args.device)
         finder = engine_face_finder() if args.crop == "face" else centre_face
-        manifest = preprocess(find_clips(args.clips), args.out, enc, args.latent_frames, finder)
+        import torch
+
+        dtype = getattr(torch, args.dtype)
+        manifest = preprocess(find_clips(args.clips), args.out, enc, args.latent_frames, finder, dtype=dtype)
         print(json.dumps({k: manifest[k] for k in ("segments", "seconds")} | {"skipped": len(manifest["skipped"])}))
         return EXIT_OK if manifest["segments"] else EXIT_FAILED
     if args.command == "merge-omniavatar":

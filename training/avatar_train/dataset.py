@@ -8,6 +8,7 @@ every process takes a disjoint slice of the global batch.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,28 +28,38 @@ class Sample:
 
 
 class ShardDataset:
-    """Every segment of a preprocessed folder, in memory (latents are small)."""
+    """Every segment of a preprocessed folder, read from its shard when asked for (shards are
+    memory-mapped, the last few kept open), so the data set may be larger than memory."""
 
-    def __init__(self, folder: Path | str) -> None:
-        root = Path(folder)
-        path = root / MANIFEST
+    def __init__(self, folder: Path | str, open_shards: int = 8) -> None:
+        self.root = Path(folder)
+        path = self.root / MANIFEST
         if not path.is_file():
-            raise ValueError(f"{root} has no {MANIFEST}; run `avatar-train preprocess CLIPS {root}` first")
+            raise ValueError(f"{self.root} has no {MANIFEST}; run `avatar-train preprocess CLIPS {self.root}` first")
         manifest = json.loads(path.read_text())
         self.latent_frames = int(manifest["latent_frames"])
-        self.samples: list[Sample] = []
-        for key in sorted(manifest["clips"]):
-            for seg in torch.load(root / SHARDS / f"{key}.pt", weights_only=True):
-                audio = group_block_features(seg["audio"], first_block=True)
-                self.samples.append(Sample(seg["latents"], seg["reference"], audio, seg["prompt"]))
-        if not self.samples:
-            raise ValueError(f"{root} holds no segments (see 'skipped' in its {MANIFEST})")
+        self.index = [(key, i) for key in sorted(manifest["clips"]) for i in range(manifest["clips"][key]["segments"])]
+        if not self.index:
+            raise ValueError(f"{self.root} holds no segments (see 'skipped' in its {MANIFEST})")
+        self._open: OrderedDict[str, list[dict[str, torch.Tensor]]] = OrderedDict()
+        self._open_shards = open_shards
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.index)
+
+    def _shard(self, key: str) -> list[dict[str, torch.Tensor]]:
+        if key not in self._open:
+            self._open[key] = torch.load(self.root / SHARDS / f"{key}.pt", weights_only=True, mmap=True)
+            while len(self._open) > self._open_shards:
+                self._open.popitem(last=False)
+        self._open.move_to_end(key)
+        return self._open[key]
 
     def __getitem__(self, index: int) -> Sample:
-        return self.samples[index]
+        key, i = self.index[index]
+        seg = self._shard(key)[i]
+        audio = group_block_features(seg["audio"].float(), first_block=True)
+        return Sample(seg["latents"].float(), seg["reference"].float(), audio, seg["prompt"].float())
 
 
 def sample_index(size: int, seed: int, step: int, global_batch: int, position: int) -> int:

@@ -3,8 +3,8 @@
 For every clip (a video file with an audio track, any size or frame rate) in a folder:
 the video is resampled to the engine's 16 fps by timestamp; the face is found on the first
 frame and the clip cropped around it the engine's way (framing.face_crop, crop_to_model to
-the model's size); the audio is resampled to 16 kHz mono. The clip is cut into segments of
-`4 * latent_frames - 3` video frames and each segment cached as:
+the model's size), frame by frame as it is decoded; the audio is resampled to 16 kHz mono.
+The clip is cut into segments of `4 * latent_frames - 3` video frames, each cached as:
 
 * ``latents`` [16, T, h, w]: the Wan2.1 VAE's posterior mean of the segment (latent 0 is
   the segment's first frame, which is also the reference);
@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ import torch
 from avatar_node.engines.base import FaceBox
 from avatar_node.engines.livetalk.audio_features import FRAME_SAMPLES, Wav2VecEncoder, whole_clip_features
 from avatar_node.engines.livetalk.config import ModelConfig
-from avatar_node.engines.livetalk.framing import crop_to_model, face_crop
+from avatar_node.engines.livetalk.framing import CropBox, crop_to_model, face_crop
 from avatar_node.engines.livetalk.prompts import DEFAULT_PROMPT, PromptNotEncoded, PromptStore
 from avatar_node.engines.livetalk.text_encoder import PromptEncoder
 from avatar_node.engines.livetalk.vae import WanVAE, load_vae
@@ -84,37 +84,57 @@ def centre_face(rgb: np.ndarray) -> FaceBox | None:
     return FaceBox((w - side) / 2, (h - side) / 2, side, side)
 
 
-def read_clip(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Video frames at 16 fps [N, H, W, 3] uint8 (by timestamp) and 16 kHz mono float32 audio."""
+def _open(path: Path) -> av.container.InputContainer:
     try:
-        container = av.open(str(path))
+        return av.open(str(path))
     except av.error.FFmpegError as exc:
         raise ClipError(f"{path.name}: cannot be read as a video file ({exc})") from None
-    with container:
+
+
+def read_audio(path: Path) -> np.ndarray:
+    """The clip's audio as 16 kHz mono float32. Raises ClipError without a usable audio track."""
+    with _open(path) as container:
         if not container.streams.video:
             raise ClipError(f"{path.name}: has no video track")
         if not container.streams.audio:
             raise ClipError(f"{path.name}: has no audio track; training needs the speech that drives the face")
-        times, images = [], []
-        for frame in container.decode(video=0):
-            times.append(float(frame.time or 0.0))
-            images.append(frame.to_ndarray(format="rgb24"))
-    with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         chunks = [
             out.to_ndarray().reshape(-1) for frame in container.decode(audio=0) for out in resampler.resample(frame)
         ]
         chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    if not images:
-        raise ClipError(f"{path.name}: the video track holds no frames")
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if audio.size == 0 or float(np.abs(audio).max()) < 1e-4:
         raise ClipError(f"{path.name}: the audio track is empty or silent")
-    # One output frame per 1/16 s: the last source frame shown at that time.
-    start = times[0]
-    count = int((times[-1] - start) * FPS) + 1
-    order = np.searchsorted(np.asarray(times) - start, np.arange(count) / FPS + 1e-6, side="right") - 1
-    return np.stack([images[max(0, i)] for i in order]), audio
+    return audio
+
+
+def frames_at_16fps(path: Path) -> Iterator[np.ndarray]:
+    """RGB frames at 16 fps by timestamp (output frame k is the last source frame shown at
+    k / 16 s), decoded one at a time so a long clip never sits in memory."""
+    with _open(path) as container:
+        start: float | None = None
+        previous: np.ndarray | None = None
+        k = 0
+        for frame in container.decode(video=0):
+            t = float(frame.time or 0.0)
+            start = t if start is None else start
+            while previous is not None and k / FPS + 1e-6 < t - start:
+                yield previous
+                k += 1
+            previous = frame.to_ndarray(format="rgb24")
+            last = t - start
+        if previous is None:
+            raise ClipError(f"{path.name}: the video track holds no frames")
+        while k / FPS <= last + 1e-6:
+            yield previous
+            k += 1
+
+
+def read_clip(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at 16 fps [N, H, W, 3] uint8 and 16 kHz mono audio of a (short) clip, whole."""
+    audio = read_audio(path)
+    return np.stack(list(frames_at_16fps(path))), audio
 
 
 @dataclass
@@ -147,42 +167,56 @@ def _prompt_for(path: Path) -> str:
 
 @torch.no_grad()
 def encode_clip(path: Path, enc: Encoders, latent_frames: int, find_face: FaceFinder) -> list[dict[str, torch.Tensor]]:
-    """A clip's segments, ready to train on. Raises ClipError for a clip that cannot be used."""
-    frames, audio = read_clip(path)
-    face = find_face(frames[0])
-    if face is None:
-        raise ClipError(
-            f"{path.name}: no face found on its first frame; use clips where one face is clearly visible "
-            "(or --crop centre for material already framed as a head)"
-        )
-    per_segment = 4 * latent_frames - 3
-    usable = min(frames.shape[0], audio.size // FRAME_SAMPLES + 1)
-    if usable < per_segment:
-        raise ClipError(
-            f"{path.name}: {usable / FPS:.2f} s of video with audio; a segment needs {per_segment} frames "
-            f"({(per_segment - 1) / FPS:.2f} s)"
-        )
-    box = face_crop(frames.shape[2], frames.shape[1], face)
-    size = (enc.cfg.video_height, enc.cfg.video_width)
+    """A clip's segments, ready to train on. Raises ClipError for a clip that cannot be used.
+
+    Frames are cropped as they are decoded and encoded a segment at a time: memory is one
+    segment, whatever the clip's length or size."""
+    audio = read_audio(path)
     try:
         embeds = enc.prompts.get(_prompt_for(path)).float()
     except PromptNotEncoded as exc:
         raise ValueError(str(exc)) from None
-    segments = []
-    for first in range(0, usable - per_segment + 1, per_segment):
-        crops = np.stack([crop_to_model(f, box, size) for f in frames[first : first + per_segment]])
-        pixels = torch.from_numpy(crops).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None]
-        latents = enc.vae.encode(pixels.to(enc.vae.conv1.weight.device))[0].cpu()
-        reference = enc.vae.encode(pixels[:, :, 0].to(enc.vae.conv1.weight.device))[0, :, 0].cpu()
+    per_segment = 4 * latent_frames - 3
+    size = (enc.cfg.video_height, enc.cfg.video_width)
+    device = enc.vae.conv1.weight.device
+    # The last usable frame still has its audio: frame k sits at sample k * FRAME_SAMPLES.
+    usable = audio.size // FRAME_SAMPLES + 1
+    box: CropBox | None = None
+    crops: list[np.ndarray] = []
+    segments: list[dict[str, torch.Tensor]] = []
+    seen = 0
+    for index, frame in enumerate(frames_at_16fps(path)):
+        seen = index + 1
+        if index >= usable:
+            break
+        if box is None:
+            face = find_face(frame)
+            if face is None:
+                raise ClipError(
+                    f"{path.name}: no face found on its first frame; use clips where one face is clearly "
+                    "visible (or --crop centre for material already framed as a head)"
+                )
+            box = face_crop(frame.shape[1], frame.shape[0], face)
+        crops.append(crop_to_model(frame, box, size))
+        if len(crops) < per_segment:
+            continue
+        first = index + 1 - per_segment
+        pixels = torch.from_numpy(np.stack(crops)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None]
+        crops = []
         samples = audio[first * FRAME_SAMPLES : (first + per_segment - 1) * FRAME_SAMPLES + 1]
-        features = whole_clip_features(samples, per_segment, enc.audio).cpu()
         segments.append(
             {
-                "latents": latents,
-                "reference": reference,
-                "audio": features,
+                "latents": enc.vae.encode(pixels.to(device))[0].cpu(),
+                "reference": enc.vae.encode(pixels[:, :, 0].to(device))[0, :, 0].cpu(),
+                "audio": whole_clip_features(samples, per_segment, enc.audio).cpu(),
                 "prompt": embeds.clone(),
             }
+        )
+    if not segments:
+        frames = min(seen, usable)
+        raise ClipError(
+            f"{path.name}: {frames / FPS:.2f} s of video with audio; a segment needs {per_segment} frames "
+            f"({(per_segment - 1) / FPS:.2f} s)"
         )
     return segments
 
@@ -218,8 +252,10 @@ def preprocess(
     latent_frames: int,
     find_face: FaceFinder,
     log: Callable[[str], None] = print,
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
-    """Encode every clip not yet done into `out`; returns the manifest (also written there)."""
+    """Encode every clip not yet done into `out`; returns the manifest (also written there).
+    `dtype` is how the shards store tensors (bfloat16 halves the disk; training reads float32)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / SHARDS).mkdir(exist_ok=True)
     manifest_path = out / MANIFEST
@@ -241,7 +277,8 @@ def preprocess(
             manifest["skipped"][path.name] = str(exc)
             log(f"skipped {exc}")
             continue
-        _save_atomic(out / SHARDS / f"{key}.pt", segments)
+        stored = [{name: t.to(dtype) for name, t in seg.items()} for seg in segments]
+        _save_atomic(out / SHARDS / f"{key}.pt", stored)
         manifest["skipped"].pop(path.name, None)
         manifest["clips"][key] = {
             "source": path.name,

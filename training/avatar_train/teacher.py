@@ -86,7 +86,9 @@ def trajectory(
     return torch.stack(kept, dim=1)
 
 
-def load_teacher(path: Path | str, cfg: DiTConfig, device: str | torch.device = "cpu") -> LiveTalkDiT:
+def load_teacher(
+    path: Path | str, cfg: DiTConfig, device: str | torch.device = "cpu", *, dtype: torch.dtype = torch.float32
+) -> LiveTalkDiT:
     """A bidirectional DiT from a checkpoint with the release's key names (prefixes such as
     'model.' are removed), frozen. Raises ValueError listing missing or mis-shaped tensors."""
-    return load_dit(path, cfg, dtype=torch.float32, device=device)
+    return load_dit(path, cfg, dtype=dtype, device=device)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from avatar_node.engines.livetalk.config import DiTConfig
 from avatar_node.engines.livetalk.model import LiveTalkDiT
 from avatar_node.engines.livetalk.sampler import BlockSampler
 from avatar_node.engines.livetalk.vae import WanVAE, load_vae
@@ -71,9 +72,9 @@ def _adam(params: list[torch.nn.Parameter], o: OptimConfig) -> torch.optim.AdamW
     return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
 
 
-def _trainable(path: Path, cfg: object, device: torch.device) -> LiveTalkDiT:
-    model = load_teacher(path, cfg, device)  # type: ignore[arg-type]
-    return model.train().requires_grad_(True)
+def _trainable(path: Path, cfg: DiTConfig, device: torch.device) -> LiveTalkDiT:
+    """A network to train: float32 weights (autocast computes in bf16 when asked)."""
+    return load_teacher(path, cfg, device).train().requires_grad_(True)
 
 
 class Trainer:
@@ -112,7 +113,9 @@ class Trainer:
         else:
             if inputs.teacher is None:
                 raise ValueError("stage 'dmd' needs the teacher (--teacher) for the real score")
-            self.teacher = load_teacher(inputs.teacher, cfg.teacher, self.device)
+            # Frozen: stored in bf16 when the run computes in bf16 (half the memory of a 14B teacher).
+            dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+            self.teacher = load_teacher(inputs.teacher, cfg.teacher, self.device, dtype=dtype)
             if cfg.fsdp_teacher and self.procs.world > 1:
                 from .sharding import shard_frozen, sharded_parameters
 

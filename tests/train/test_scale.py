@@ -60,3 +60,10 @@ def test_bf16_autocast_with_checkpointing_trains_and_logs_to_tensorboard(world, 
     scalars = set(events.Tags()["scalars"])
     assert {"dmd/generator_loss", "dmd/critic_loss", "dmd/dmd_gradient_norm", "dmd/real_fake_gap"} <= scalars
     assert {"samples/latent_rgb", "samples/frames"} <= set(events.Tags()["images"])
+
+
+def test_the_device_benchmark_runs_its_path_at_test_size():
+    from avatar_train.bench import run
+
+    report = run("cpu", True, "1.3B", 6, 2)
+    assert report["iterations"] == 2 and len(report["seconds_per_iteration_after_the_first"]) == 1  # type: ignore[arg-type]

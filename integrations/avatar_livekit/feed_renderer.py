@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
-from avatar_client import AvatarError, FeedFrame, FeedNotice, FeedStatus, FeedTurn, LiveFeed, SessionSpec
+from avatar_client import AvatarError, FeedFrame, FeedHealth, FeedNotice, FeedStatus, FeedTurn, LiveFeed, SessionSpec
 from avatar_client.live_feed import FeedUnavailable
 
 from .errors import AvatarLiveKitError, check_video_format
@@ -82,6 +82,8 @@ class FeedRenderer:
         self._closed = False
         #: Sessions opened in all (the first, then one per reconnect).
         self.sessions_opened = 0
+        #: The current session's latest counters (speech that arrived late, frames dropped).
+        self.health: FeedHealth | None = None
         self._sender = asyncio.create_task(self._send_commands(), name="avatar-renderer-sender")
 
     @classmethod
@@ -197,6 +199,8 @@ class FeedRenderer:
                         self._lost(turn_id, interrupted=True, only_on_node=True)
             elif isinstance(item, FeedNotice):
                 log.info("avatar: %s", item.message)
+            elif isinstance(item, FeedHealth):
+                self.health = item
             while self._events:
                 yield self._events.popleft()
 

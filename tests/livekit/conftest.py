@@ -139,14 +139,17 @@ class Readback:
         return np.array([bar_level(image) for _, image in self.video])
 
 
-def abrupt_gaps(audio: np.ndarray, min_samples: int = 48, loud: int = 2000) -> int:
+def abrupt_gaps(audio: np.ndarray, min_samples: int = 48, loud: int = 2000, longest: int | None = None) -> int:
     """Runs of exact silence cut into loud speech (an audio source running dry mid-word), at least
-    `min_samples` long, with loud audio on both sides. Speech itself fades out; a dropout does not."""
+    `min_samples` long (and at most `longest`), with loud audio on both sides. Speech itself fades
+    out; a dropout does not."""
     silent = np.concatenate([[0], (audio == 0).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(silent))
     count = 0
     for start, end in zip(edges[::2], edges[1::2]):
         if end - start < min_samples or start < min_samples or end + min_samples > len(audio):
+            continue
+        if longest is not None and end - start > longest:
             continue
         before = np.abs(audio[start - min_samples : start].astype(np.int32)).max()
         after = np.abs(audio[end : end + min_samples].astype(np.int32)).max()

@@ -1,4 +1,4 @@
-"""The publisher at an interrupt: no picture from before `clear()` reaches the synchronizer after it."""
+"""The publisher at an interrupt: no picture from before `clear()` reaches the video track after it."""
 
 from __future__ import annotations
 
@@ -16,15 +16,14 @@ SPEECH, IDLE = 200, 0  # the pictures' fill: which frame a handed-over picture c
 async def test_no_speech_picture_is_handed_over_after_clear() -> None:
     publisher = TrackPublisher(FMT)
     handed: list[tuple[int, int]] = []  # (clears so far, fill of the picture)
-    push = publisher.sync.push
+    capture = publisher.video_source.capture_frame
     clears = 0
 
-    async def spy(frame, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if isinstance(frame, rtc.VideoFrame):
-            handed.append((clears, frame.data[0]))
-        return await push(frame, *args, **kwargs)
+    def spy(frame, *args, **kwargs):  # type: ignore[no-untyped-def]
+        handed.append((clears, frame.data[0]))
+        return capture(frame, *args, **kwargs)
 
-    publisher.sync.push = spy  # type: ignore[method-assign]
+    publisher.video_source.capture_frame = spy  # type: ignore[method-assign]
     tone = (np.sin(np.arange(1920) * 0.05) * 8000).astype(np.int16)
 
     def frame(fill: int) -> RenderedFrame:

@@ -47,6 +47,8 @@ class Link(Protocol):
 
     async def end_turn(self, turn_id: str) -> None: ...
 
+    async def listen(self, pcm: np.ndarray | bytes, sample_rate: int, channels: int) -> None: ...
+
     async def interrupt(self) -> None: ...
 
     async def behaviour(self, name: str) -> None: ...
@@ -118,6 +120,9 @@ class NodeLink:
 
     async def end_turn(self, turn_id: str) -> None:
         await self._session.end_turn(turn_id)
+
+    async def listen(self, pcm: np.ndarray | bytes, sample_rate: int, channels: int) -> None:
+        await self._session.send_listen_audio(pcm, sample_rate, channels)
 
     async def interrupt(self) -> None:
         await self._session.interrupt()
@@ -195,6 +200,9 @@ class RuntimeLink:
     async def end_turn(self, turn_id: str) -> None:
         rate = self._stream.options.clock_rate
         await self._call(self._stream.push_speech(b"", rate, end_of_turn=True, turn_id=turn_id))
+
+    async def listen(self, pcm: np.ndarray | bytes, sample_rate: int, channels: int) -> None:
+        await self._call(self._stream.push_listen(pcm, sample_rate, channels))
 
     async def interrupt(self) -> None:
         self._stream.interrupt()

@@ -211,6 +211,10 @@ class LiveFeed:
     async def end_turn(self, turn_id: str = "") -> None:
         await self._current().end_turn(turn_id)
 
+    async def listen(self, pcm: np.ndarray | bytes, sample_rate: int, channels: int = 1) -> None:
+        """The user's voice, as it is recorded, so the avatar shows it is listening (same formats as speech)."""
+        await self._current().listen(pcm, sample_rate, channels)
+
     async def interrupt(self) -> None:
         """Barge in: stop speaking at the next frame and drop queued speech."""
         await self._current().interrupt()

@@ -330,3 +330,44 @@ def test_a_feed_from_an_opener_runs_before_the_node_is_up_and_joins_it_at_a_keyf
     assert all(b > a for a, b in zip(indexes, indexes[1:])), "the timeline went back"
     notice = next(i for i in items if isinstance(i, FeedNotice))
     assert notice.code == "unknown_behaviour" and "juggle" in notice.message
+
+
+@pytest.mark.parametrize("where", ["node", "runtime"])
+def test_the_users_voice_reaches_the_engine_as_listening(photo, where):
+    """`listen` carries the user's voice to the engine, over a node and in process: the test card
+    shows its blue listening marker while a loud voice is heard, and not before."""
+    from avatar_node.engines.testcard import BAR_X
+    from avatar_node.pipeline import AvatarRuntime
+
+    voice = (0.8 * 32767 * np.sin(2 * np.pi * 220 * np.arange(RATE) / RATE)).astype(np.int16)
+
+    def listening(frame: FeedFrame) -> bool:
+        assert frame.picture is not None
+        return bool(frame.picture[2, int((BAR_X[0] + BAR_X[1]) / 2 * W), 2] > 200)
+
+    async def run() -> list[FeedFrame]:
+        card = SessionSpec(photo=photo, engine="testcard", width=W, height=H, fps=FPS)
+        if where == "node":
+            with start_background_node(NodeConfig(port=0, engines=["testcard"], text_to_speech=False)) as node:
+                feed = await LiveFeed.open_node(node.target, None, None, card)
+                return await listen_through(feed)
+        runtime = AvatarRuntime(["testcard"], max_sessions=1, text_to_speech=False)
+        await runtime.start()
+        try:
+            return await listen_through(await LiveFeed.open_runtime(runtime, card))
+        finally:
+            await runtime.aclose()
+
+    async def listen_through(feed: LiveFeed) -> list[FeedFrame]:
+        try:
+            before = frames_of(await read_until(feed, lambda _, got: len(frames_of(got)) >= 10))
+            for start in range(0, len(voice), RATE // 50):  # as a microphone delivers it, 20 ms at a time
+                await feed.listen(voice[start : start + RATE // 50], RATE)
+            during = frames_of(await read_until(feed, lambda _, got: len(frames_of(got)) >= 10))
+            return before + during
+        finally:
+            await feed.aclose()
+
+    frames = asyncio.run(run())
+    assert not any(listening(f) for f in frames[:10]), "listening before the user spoke"
+    assert sum(listening(f) for f in frames[10:]) >= 5, "the user's voice did not reach the engine"

@@ -56,6 +56,9 @@ class ColourSource:
     async def end_turn(self, turn_id: str) -> None:
         pass
 
+    async def listen(self, pcm: np.ndarray | bytes, sample_rate: int, channels: int) -> None:
+        pass
+
     async def interrupt(self) -> None:
         self.interrupted += 1
 

@@ -8,10 +8,12 @@ It takes the TTS audio (`TTSAudioRawFrame`s, delimited by `TTSStartedFrame`/`TTS
 pushes, for every frame of the avatar's timeline, its picture (`OutputImageRawFrame`, pts) and exactly
 its audio: the TTS audio re-timed to the face, silence between turns, so idle video flows from the start.
 `InterruptionFrame` and `UserStartedSpeakingFrame` stop the avatar at its next frame and drop queued
-speech; speech already on its way is not pushed (see turns.py). The session opens at `StartFrame`
-and closes at `EndFrame` (after the turn being said), `CancelFrame` (at once) or cleanup; a node
-that goes away is reconnected while the last picture holds. A session the node refuses (a wrong
-token, no face in the photo) is reported as an `ErrorFrame` and the pipeline ends.
+speech; speech already on its way is not pushed (see turns.py). The user's voice (`InputAudioRawFrame`,
+which STT services pass on) makes the avatar show it is listening (`listen=False` to turn it off).
+The session opens at `StartFrame` and closes at `EndFrame` (after the turn being said), `CancelFrame`
+(at once) or cleanup; a node that goes away is reconnected while the last picture holds. A session
+the node refuses (a wrong token, no face in the photo) is reported as an `ErrorFrame` and the
+pipeline ends.
 
 Pair it with a transport whose video size and rate are the service's (`video_out_width`,
 `video_out_height`, `video_out_framerate`) and `audio_out_sample_rate` its `sample_rate`.
@@ -25,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from avatar_client.errors import AvatarError
 from avatar_client.feed_items import FeedFrame, FeedStatus, FeedTurn
 from avatar_client.live_feed import FeedUnavailable, LiveFeed, SessionSpec
@@ -35,6 +36,7 @@ from pipecat.frames.frames import (
     EndFrame,
     EndWorkerFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     StartFrame,
     TTSAudioRawFrame,
@@ -67,7 +69,8 @@ class AvatarVideoService(AIService):
 
     Give `photo` (image bytes) or `avatar_id` (prepared on the node). Node mode: `node=NodeAddress(...)`.
     In-process: nothing (a CPU portrait runtime is made and closed with the service) or `runtime=`
-    an `AvatarRuntime` you started and close. `fps=0` takes the engine's own rate.
+    an `AvatarRuntime` you started and close. `fps=0` takes the engine's own rate. `listen`: the
+    user's voice passing by drives the avatar's listening.
     """
 
     Settings = AvatarVideoSettings
@@ -86,6 +89,7 @@ class AvatarVideoService(AIService):
         fps: float = 25.0,
         sample_rate: int = 48_000,
         prompt: str = "",
+        listen: bool = True,
         settings: AvatarVideoSettings | None = None,
         **kwargs: Any,
     ) -> None:
@@ -96,6 +100,7 @@ class AvatarVideoService(AIService):
         spec = SessionSpec(photo=photo, avatar_id=avatar_id, engine=engine, width=width, height=height, fps=fps,
                            prompt=prompt, audio_sample_rate=sample_rate, video="rgb")
         self._source = FeedSource(spec, node, runtime)
+        self._listen = listen
         self._feed: LiveFeed | None = None
         self._pump: asyncio.Task[None] | None = None
         self._turns = Turns()
@@ -170,13 +175,17 @@ class AvatarVideoService(AIService):
             if self._turns.interrupt():
                 await self._control(lambda feed: feed.interrupt())
             self._finished.set()
+        elif isinstance(frame, InputAudioRawFrame) and self._listen:
+            user = frame  # the user's voice (passed on by the STT): the avatar shows it listens
+            await self._control(lambda feed: feed.listen(user.audio, user.sample_rate, user.num_channels))
         await self.push_frame(frame, direction)
 
     async def _speak(self, frame: TTSAudioRawFrame) -> None:
         turn_id = self._turns.audio(frame.context_id)
         self._finished.clear()
-        pcm = frame.audio if frame.num_channels == 1 else _mono(frame)
-        await self._control(lambda feed: feed.send_audio(pcm, frame.sample_rate, turn_id=turn_id))
+        await self._control(
+            lambda feed: feed.send_audio(frame.audio, frame.sample_rate, turn_id=turn_id, channels=frame.num_channels)
+        )
 
     async def _control(self, send: Callable[[LiveFeed], Awaitable[None]]) -> None:
         feed = self._feed
@@ -229,8 +238,3 @@ class AvatarVideoService(AIService):
         if not self._turns.pending:
             self._finished.set()
 
-
-def _mono(frame: TTSAudioRawFrame) -> bytes:
-    """Interleaved s16le channels, averaged to one."""
-    samples = np.frombuffer(frame.audio, np.int16).reshape(-1, frame.num_channels)
-    return samples.mean(axis=1).astype(np.int16).tobytes()

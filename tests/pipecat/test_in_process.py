@@ -120,3 +120,26 @@ async def test_ending_the_pipeline_closes_the_runtime_it_made_and_leaves_no_task
     assert not set(threading.enumerate()) - threads, f"threads left: {set(threading.enumerate()) - threads}"
     if ending == "end":  # EndFrame lets the avatar finish the sentence it was saying
         assert run.speech_frames() >= short_speech.seconds * FPS - 2
+
+
+async def test_the_users_voice_passing_by_makes_the_avatar_listen(photo: bytes) -> None:
+    """The user's microphone frames (as an STT passes them on) reach the engine as listening:
+    the test card's blue listening marker shows while they come, and they go on downstream."""
+    from pipecat.frames.frames import InputAudioRawFrame
+
+    def listening(picture: np.ndarray) -> bool:
+        return bool(picture[2, int((BAR_X[0] + BAR_X[1]) / 2 * picture.shape[1]), 2] > 200)
+
+    voice = (0.8 * 32767 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)).astype(np.int16)
+    async with AvatarPipeline(card_avatar(photo)) as run:
+        await run.until(lambda: len(run.frames()) >= 10)
+        before = len(run.frames())
+        for start in range(0, len(voice), 320):  # 20 ms at a time, as a transport's input delivers it
+            await run.queue(InputAudioRawFrame(voice[start : start + 320].tobytes(), 16000, 1))
+        await run.until(lambda: len(run.frames()) >= before + 20)
+        await run.end()
+    pictures = [f.picture for f in run.frames() if f.picture is not None]
+    assert not any(listening(p) for p in pictures[:10]), "listening before the user spoke"
+    assert sum(listening(p) for p in pictures[before:]) >= 5, "the user's voice did not reach the avatar"
+    passed = [f for f in run.downstream() if isinstance(f, InputAudioRawFrame)]
+    assert len(passed) == len(voice) // 320, "the user's audio is passed on downstream"

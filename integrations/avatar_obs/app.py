@@ -22,7 +22,7 @@ from avatar_client.voice_gate import VoiceGate
 
 from .control import ControlError, ControlServer
 from .drivers import AudioCapture, AudioInput, MicrophoneDriver, open_capture
-from .errors import NodeUnavailable, SetupError
+from .errors import NodeUnavailable, SettingsError, SetupError
 from .feed import LinkOpener, node_opener, resolve_fps
 from .health import FeedWatchdog
 from .idle import IdleFrames, still_from_photo
@@ -107,13 +107,16 @@ class AvatarObs:
                 if config.obs is not None:
                     await self._setup_obs()
                 if config.mic is not None:  # a wrong device fails now, before anything starts
-                    self.capture = await asyncio.to_thread(open_capture, config.mic)
+                    try:
+                        self.capture = await asyncio.to_thread(open_capture, config.mic)
+                    except OSError as error:
+                        raise SettingsError(str(error)) from None
                 if config.control_port is not None:
                     self.control = ControlServer(self, config.control_host, config.control_port)
                     try:
                         await self.control.start()
                     except ControlError as error:
-                        raise SetupError(str(error)) from None
+                        raise SettingsError(str(error)) from None
                     log.info(
                         "control: http://%s:%d (POST /say, /speak, /interrupt, /behaviour; GET /status)",
                         config.control_host,
@@ -464,7 +467,7 @@ def publishing_lock(destination: Destination) -> Iterator[None]:
         except OSError:
             handle.seek(0)
             owner = handle.read().strip()
-            raise SetupError(
+            raise SettingsError(
                 f"another `avatar obs`{f' (pid {owner})' if owner else ''} already publishes to "
                 f"{destination.url.split('?')[0]}: stop it, or pick another --udp port"
             ) from None

@@ -18,20 +18,20 @@ from pathlib import Path
 
 from avatar_client import SessionSpec
 from avatar_client.cli_kit import (
+    UsageError,
     add_connection_arguments,
     channel_credentials,
-    check_photo_size,
     parse_size,
+    read_photo,
     run_guarded,
     sample_image,
 )
-from avatar_client.client import load_image
 from avatar_client.voice_gate import DEFAULT_THRESHOLD_DBFS, THRESHOLD_FLAG, VoiceGate
 
 from .app import AppConfig, AvatarObs
 from .control import ControlError
 from .drivers import parse_audio_input
-from .errors import SetupError
+from .errors import SettingsError, SetupError
 from .obs_source import PLACEMENTS, SourceSpec, obs_input_url
 from .obs_ws import ObsAddress, ObsError
 from .publisher import rtmp_destination, udp_destination
@@ -185,12 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
+    """The command's settings; UsageError (exit status 2) says what in the command line cannot work."""
+    try:
+        return _config(args)
+    except (SetupError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _config(args: argparse.Namespace) -> AppConfig:
     width, height = args.size
     if args.fps < 0 or args.fps > 60:
         raise SetupError("--fps must be at most 60 (or 0 for the engine's own rate)")
-    image = load_image(args.image) if args.image else (None if args.avatar_id else sample_image())
-    if args.image and image is not None:
-        check_photo_size(image, args.image)
+    image = read_photo(args.image) if args.image else (None if args.avatar_id else sample_image())
     spec = SessionSpec(
         photo=None if args.avatar_id else image,
         avatar_id=args.avatar_id,
@@ -273,7 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def work() -> int:
-        asyncio.run(_run(AvatarObs(config_from_args(args))))
+        try:
+            asyncio.run(_run(AvatarObs(config_from_args(args))))
+        except SettingsError as error:
+            raise UsageError(str(error)) from None
         return 0
 
     return run_guarded(work, failures=(SetupError, ObsError, ControlError))

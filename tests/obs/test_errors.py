@@ -15,10 +15,13 @@ from avatar_obs import ControlClient
 from .conftest import free_port
 
 
-def refused(start, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> str:  # type: ignore[no-untyped-def]
-    """Run a command that must fail; return its one error line."""
+def refused(  # type: ignore[no-untyped-def]
+    start, *args: str, env: dict[str, str] | None = None, timeout: float = 30, status: int = 1
+) -> str:
+    """Run a command that must fail with exit `status` (2: the command line's own mistake, 1: the
+    work failed); return its one error line."""
     command = start(*args, env=env)
-    assert command.finish(timeout) == 1, command.output
+    assert command.finish(timeout) == status, command.output
     assert "Traceback" not in command.output, command.output
     errors = [line for line in command.lines if line.startswith("error: ")]
     assert len(errors) == 1, command.output
@@ -102,6 +105,7 @@ def test_control_port_in_use(node, start):
             str(free_port(socket.SOCK_DGRAM)),
             "--control-port",
             str(port),
+            status=2,
         )
     assert f"cannot listen for control requests on 127.0.0.1:{port}" in line and "--control-port" in line
 
@@ -110,7 +114,7 @@ def test_a_second_command_on_the_same_udp_port(node, start):
     port = free_port(socket.SOCK_DGRAM)
     first = start("--target", node.target, "--udp", str(port), "--size", "320x240")
     first.wait_for("publishing MPEG-TS")
-    line = refused(start, "--target", node.target, "--udp", str(port))
+    line = refused(start, "--target", node.target, "--udp", str(port), status=2)
     assert f"already publishes to udp://127.0.0.1:{port}" in line and f"(pid {first.process.pid})" in line
     assert first.stop() == 0
 
@@ -126,12 +130,12 @@ def test_a_second_command_on_the_same_udp_port(node, start):
     ],
 )
 def test_bad_arguments(node, start, args, expected):
-    line = refused(start, "--target", node.target, "--udp", str(free_port(socket.SOCK_DGRAM)), *args)
+    line = refused(start, "--target", node.target, "--udp", str(free_port(socket.SOCK_DGRAM)), *args, status=2)
     assert expected in line
 
 
 def test_a_url_that_is_not_rtmp(node, start):
-    line = refused(start, "--target", node.target, "--rtmp", "http://example.com/live")
+    line = refused(start, "--target", node.target, "--rtmp", "http://example.com/live", status=2)
     assert "--rtmp wants rtmp://HOST[:PORT]/APP/STREAM_KEY" in line
 
 

@@ -24,6 +24,7 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from avatar_node.server import BackgroundNode, NodeConfig, start_background_node
 
+from ..support.waits import until
 from .conftest import RATE, Readback, Speech, abrupt_gaps, audio_series_for_video, best_lag, watch_audio_output
 from .fake_room import FakeHub, FakeRoom
 
@@ -41,14 +42,6 @@ def node_sessions(node: BackgroundNode) -> int:
     runtime = node.server.runtime
     assert runtime is not None
     return len(runtime.streams)
-
-
-async def wait_until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def start_worker(hub: FakeHub, request: AvatarJobRequest, target: str, readback: Readback,
@@ -76,7 +69,8 @@ class NodeRun:
 
 
 @asynccontextmanager
-async def node_avatar(node: BackgroundNode, photo: bytes, engine: str = "testcard") -> AsyncIterator[NodeRun]:
+async def node_avatar(node: BackgroundNode, photo: bytes, engine: str = "testcard", width: int = 640,
+                      height: int = 360) -> AsyncIterator[NodeRun]:
     hub = FakeHub()
     agent_room = hub.room("agent-1", kind=AGENT)
     await agent_room.connect()
@@ -90,7 +84,8 @@ async def node_avatar(node: BackgroundNode, photo: bytes, engine: str = "testcar
 
     with fake_job_context(room=agent_room):
         session = AgentSession()
-        avatar = AvatarSession(mode="node", image=photo, engine=engine, width=640, height=360, dispatcher=dispatch)
+        avatar = AvatarSession(mode="node", image=photo, engine=engine, width=width, height=height,
+                               dispatcher=dispatch)
         await avatar.start(session, room=agent_room)
         run = NodeRun(hub, agent_room, session, avatar, readback, workers)
         watch_audio_output(session, run.finished, run.clears)
@@ -120,7 +115,7 @@ async def test_the_agents_speech_is_rendered_on_the_node_and_published_in_sync(
         await asyncio.sleep(0.3)
         assert node_sessions(node) == 1
         readback = run.readback
-    await wait_until(lambda: node_sessions(node) == 0, timeout=5, what="the node session to close")
+    await until(lambda: node_sessions(node) == 0, 5, "the node session to close")
 
     assert [f.interrupted for f in run.finished] == [False, False]
     for finished in run.finished:
@@ -161,7 +156,7 @@ async def test_clear_buffer_interrupts_with_the_published_position_and_idle_vide
     async with node_avatar(node, photo) as run:
         handle = run.session.say("A long sentence", audio=long_speech.frames())
         readback = run.readback
-        await wait_until(lambda: len(readback.video) > 0 and readback.bar_levels()[-1] > 0.02, what="speech")
+        await until(lambda: len(readback.video) > 0 and readback.bar_levels()[-1] > 0.02, 10, "speech")
         await asyncio.sleep(1.2)
         handle.interrupt()
         await asyncio.wait_for(handle.wait_for_playout(), 5)
@@ -227,13 +222,13 @@ async def test_a_stream_that_never_closes_ends_after_the_idle_timeout_or_the_nex
 ) -> None:
     async with bare_agent(node, photo, idle_timeout_s=1.0) as (agent_room, worker, reports, readback):
         await send_speech(agent_room, short_speech, close=False)  # the trailer is lost
-        await wait_until(lambda: len(reports) == 1, timeout=short_speech.seconds + 5, what="playback_finished")
+        await until(lambda: len(reports) == 1, short_speech.seconds + 5, "playback_finished")
         assert reports[0]["interrupted"] is False
         assert abs(reports[0]["playback_position"] - short_speech.seconds) < 0.041
         await send_speech(agent_room, short_speech, close=False)
         await asyncio.sleep(0.3)
         await send_speech(agent_room, short_speech)  # supersedes the open one at once
-        await wait_until(lambda: len(reports) == 3, timeout=2 * short_speech.seconds + 5, what="two more")
+        await until(lambda: len(reports) == 3, 2 * short_speech.seconds + 5, "two more")
         assert worker.link.segments_received == 3
         frames_before = len(readback.video)
         await asyncio.sleep(1.0)
@@ -245,7 +240,7 @@ async def test_a_storm_of_clear_buffer_calls_is_answered_once_and_the_video_goes
 ) -> None:
     async with bare_agent(node, photo) as (agent_room, worker, reports, readback):
         writer = await send_speech(agent_room, long_speech, close=False)
-        await wait_until(lambda: len(readback.video) and readback.bar_levels()[-1] > 0.02, what="speech")
+        await until(lambda: len(readback.video) and readback.bar_levels()[-1] > 0.02, 10, "speech")
         participant = agent_room.local_participant
         answers = await asyncio.gather(*[
             participant.perform_rpc(destination_identity="avatar-1", method="lk.clear_buffer", payload="")
@@ -254,7 +249,7 @@ async def test_a_storm_of_clear_buffer_calls_is_answered_once_and_the_video_goes
         assert set(answers) == {"ok"}
         await writer.write(long_speech.samples[:4800].tobytes())  # more audio of the cleared segment
         await writer.aclose()
-        await wait_until(lambda: len(reports) == 1, what="playback_finished")
+        await until(lambda: len(reports) == 1, 10, "playback_finished")
         frames_before = len(readback.video)
         await asyncio.sleep(1.0)
         assert len(readback.video) - frames_before >= 20, "the avatar stopped publishing"
@@ -262,7 +257,7 @@ async def test_a_storm_of_clear_buffer_calls_is_answered_once_and_the_video_goes
         assert reports == [reports[0]] and reports[0]["interrupted"] is True
         assert worker.link.clears == 200
         assert node_sessions(node) == 1
-    await wait_until(lambda: node_sessions(node) == 0, timeout=5, what="the node session to close")
+    await until(lambda: node_sessions(node) == 0, 5, "the node session to close")
 
 
 async def test_clear_buffer_from_another_participant_is_refused(node: BackgroundNode, photo: bytes) -> None:
@@ -283,9 +278,9 @@ async def test_an_agent_that_reconnects_gets_its_report_and_is_heard_again(
         await agent_room.disconnect()  # gone mid-segment: its stream never closes
         await asyncio.sleep(short_speech.seconds)  # the segment finishes playing while the agent is away
         await agent_room.connect()
-        await wait_until(lambda: len(reports) == 1, timeout=10, what="the report kept for the agent")
+        await until(lambda: len(reports) == 1, 10, "the report kept for the agent")
         await send_speech(agent_room, short_speech)
-        await wait_until(lambda: len(reports) == 2, timeout=10, what="the second segment played")
+        await until(lambda: len(reports) == 2, 10, "the second segment played")
         assert worker.link.segments_received == 2
         for report in reports:
             assert report["interrupted"] is False
@@ -305,14 +300,14 @@ async def test_the_worker_survives_the_node_restarting_without_going_dark(photo:
             second = start_background_node(NodeConfig(port=port, engines=["testcard"], text_to_speech=False))
             renderer = worker.renderer
             assert isinstance(renderer, FeedRenderer)
-            await wait_until(lambda: renderer.sessions_opened == 2, timeout=15, what="a new node session")
+            await until(lambda: renderer.sessions_opened == 2, 15, "a new node session")
             await send_speech(agent_room, short_speech)
-            await wait_until(lambda: len(reports) == 1, timeout=10, what="playback on the new node")
+            await until(lambda: len(reports) == 1, 10, "playback on the new node")
             assert reports[0]["interrupted"] is False
             assert node_sessions(second) == 1
             times = [t for t, _ in readback.video if t > stopped_at - 0.2]
             assert np.diff(times).max() < 0.25, "the video stopped while the node was away"
-        await wait_until(lambda: node_sessions(second) == 0, timeout=5, what="the node session to close")
+        await until(lambda: node_sessions(second) == 0, 5, "the node session to close")
     finally:
         first.stop()
         if second is not None:
@@ -356,6 +351,59 @@ async def test_after_rejoining_the_room_the_worker_publishes_and_answers_again(
         assert sorted(p.name for p in seen) == ["avatar_audio", "avatar_video"]
         assert "lk.audio_stream" not in old.byte_stream_handlers and "lk.clear_buffer" not in old.local_participant._rpc_handlers
         await send_speech(agent_room, short_speech)
-        await wait_until(lambda: len(reports) == 1, timeout=10, what="playback_finished after rejoining")
+        await until(lambda: len(reports) == 1, 10, "playback_finished after rejoining")
         assert reports[0]["interrupted"] is False
         assert abs(reports[0]["playback_position"] - short_speech.seconds) < 0.041
+
+
+@pytest.fixture(scope="module")
+def portrait_node() -> Iterator[BackgroundNode]:
+    with start_background_node(NodeConfig(port=0, engines=["portrait"], text_to_speech=False, max_sessions=2)) as n:
+        yield n
+
+
+async def test_barge_in_shuts_the_published_mouth_and_it_stays_shut(
+    portrait_node: BackgroundNode, photo: bytes, long_speech: Speech
+) -> None:
+    """The portrait engine on a node, interrupted mid-reply, as a subscriber sees the worker's
+    published video: the first picture after the interrupt shows the mouth closing, it is shut
+    within two frames, and it never opens again in the silence."""
+    from avatar_node.engines.base import StreamOptions
+    from avatar_node.engines.portrait import PortraitEngine
+    from avatar_node.engines.portrait.evaluation import mouth_aperture, mouth_box
+
+    width, height = 424, 240
+    box = mouth_box(PortraitEngine().prepare(photo), StreamOptions(width, height, 25.0))
+    async with node_avatar(portrait_node, photo, engine="portrait", width=width, height=height) as run:
+        readback = run.readback
+        await until(lambda: len(readback.video) >= 10, 20, "the idle face")
+        rest = float(np.median([mouth_aperture(image, box) for _, image in readback.video[:10]]))
+        handle = run.session.say("A long sentence", audio=long_speech.frames())
+
+        def opening_wide() -> bool:
+            """Interrupt while the mouth is opening, well open, read from the published pictures."""
+            video = readback.video
+            if len(video) < 40:
+                return False
+            last, before = (mouth_aperture(image, box) - rest for _, image in video[-1:-3:-1])
+            return last > before and last > 4.0
+
+        await until(opening_wide, 15, "the mouth open in speech")
+        handle.interrupt()
+        await until(lambda: run.clears, 5, "clear_buffer")
+        cleared_at = run.clears[0]
+        await until(lambda: sum(t > cleared_at for t, _ in readback.video) >= 25, 10, "a second of pictures")
+        video = list(readback.video)
+        await asyncio.wait([asyncio.ensure_future(handle.wait_for_playout())], timeout=5)
+        finished = list(run.finished)
+
+    aperture = [mouth_aperture(image, box) - rest for _, image in video]
+    cut = next(i for i, (t, _) in enumerate(video) if t > cleared_at)  # the first picture after the interrupt
+    at_interrupt, after = aperture[cut - 1], aperture[cut:]
+    print(f"node mode: mouth beyond rest at the interrupt {at_interrupt:.1f}; after: "
+          + ", ".join(f"{a:.1f}" for a in after[:8]))
+    assert max(aperture[:cut]) > 3.0
+    assert after[0] <= max(at_interrupt, 1.0), "the first picture after the interrupt opens the mouth wider"
+    assert after[1] < 1.0, "the mouth is not shut two frames after the interrupt"
+    assert max(after[1:]) < 1.0, "the mouth opened again in silence"
+    assert [f.interrupted for f in finished] == [True]

@@ -11,8 +11,8 @@ is overdue when a newer one is due too is skipped, so the face catches up at onc
 The audio queued ahead of its playout (the cushion) rides out the loop's lateness. It is
 steered towards `lead` where nobody hears it: idle frames and the first frame of speech top
 it up with silence, and idle frames are left out while it is too deep (after a stall's backlog
-came in a burst). `lead` is 100 ms, grown past the lateness that made the voice run dry when
-the loop was woken too late (so a loaded process stops breaking up the voice after its first
+came in a burst). `lead` is nothing at first (no added latency), grown past the lateness that
+made the voice run dry when the loop was woken too late (so a loaded process stops breaking up the voice after its first
 stall), and shrunk back slowly once the loop keeps time. An interrupt empties the cushion;
 the frames after it refill it.
 
@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 
 AUDIO_TRACK_NAME = "avatar_audio"
 VIDEO_TRACK_NAME = "avatar_video"
-#: Audio queued ahead of its playout to ride out the event loop's jitter (the lead's floor);
-#: an interrupt empties the queue, so it costs no barge-in time.
-QUEUE_MS = 100
+#: The lead's floor: none, so a loop that keeps time adds no latency; it grows when the loop
+#: proves late (an interrupt empties the queue either way, so a lead costs no barge-in time).
+MIN_LEAD_MS = 0
 #: The most the lead grows to on a loop that keeps waking late.
 MAX_LEAD_MS = 500
 #: How much more than the latest stall the lead covers.
@@ -55,14 +55,14 @@ RECENT_FRAMES = 40
 
 
 class TrackPublisher:
-    def __init__(self, fmt: VideoFormat, *, publish_audio: bool = True, queue_ms: int = QUEUE_MS) -> None:
+    def __init__(self, fmt: VideoFormat, *, publish_audio: bool = True, min_lead_ms: int = MIN_LEAD_MS) -> None:
         self.format = fmt
         self.publish_audio = publish_audio
         # Room for the longest lead and a stall's burst: the renderer paces, not a full queue.
         capacity_ms = 2 * MAX_LEAD_MS
         self.audio_source = rtc.AudioSource(fmt.sample_rate, 1, queue_size_ms=capacity_ms)
         self.video_source = rtc.VideoSource(fmt.width, fmt.height)
-        self._min_lead = queue_ms / 1000
+        self._min_lead = min_lead_ms / 1000
         #: Seconds of audio kept queued ahead of its playout (grows with the loop's lateness).
         self.lead = self._min_lead
         #: Loop time when the audio queued so far will have played (0: nothing queued yet).

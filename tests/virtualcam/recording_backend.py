@@ -4,7 +4,8 @@ No v4l2loopback device can exist on the test machines, so this stands in for the
 pyvirtualcam's own backend boundary (registered with `pyvirtualcam.register_backend`). Every
 `send` appends one record to the file named by AVATAR_TEST_CAMERA_LOG: the monotonic time, the
 frame's fourcc, byte size and mean luma, and (when AVATAR_TEST_CAMERA_FRAMES names a file) the frame's
-bytes to that file. The device works natively in AVATAR_TEST_CAMERA_FORMAT (default I420) and,
+bytes to that file, each written whole as it is sent (a test can read the pictures while
+the command runs). The device works natively in AVATAR_TEST_CAMERA_FORMAT (default I420) and,
 like the real backends, accepts RGB too.
 """
 
@@ -37,7 +38,7 @@ class RecordingCamera:
         self._pixels = width * height
         self._log = open(os.environ["AVATAR_TEST_CAMERA_LOG"], "ab", buffering=0)
         frames = os.environ.get("AVATAR_TEST_CAMERA_FRAMES")
-        self._frames = open(frames, "ab", buffering=1 << 20) if frames else None
+        self._frames = open(frames, "ab", buffering=0) if frames else None  # readable while running
 
     def send(self, frame: np.ndarray) -> None:
         now = time.monotonic()

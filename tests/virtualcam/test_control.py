@@ -130,3 +130,28 @@ def test_speech_streamed_in_pieces_is_one_turn(node, start_cam, tmp_path: Path, 
     finished = asyncio.run(stream())
     assert abs(finished["played_ms"] - 1000 * len(samples) / rate) < 60, finished
     assert cam.stop(signal.SIGTERM) == 0
+
+
+class _Writer:
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_turn_that_finishes_before_it_is_waited_for_is_still_reported():
+    """An interrupt (or a short text) can finish a turn before its caller waits for it, even
+    before `say` has returned its id; the event must not be lost."""
+    reader = asyncio.StreamReader()
+    control = CamControl(reader, _Writer())  # type: ignore[arg-type]
+    finished = {"event": "turn", "kind": "finished", "turn_id": "t1", "interrupted": True, "played_ms": 480}
+    reply = {"id": 1, "ok": True, "turn_id": "t1"}
+    reader.feed_data((json.dumps(reply) + "\n" + json.dumps(finished) + "\n").encode())
+    turn_id = await control.say("hello")
+    await asyncio.sleep(0.01)
+    assert await control.wait_finished(turn_id, timeout=1) == finished
+    await control.aclose()

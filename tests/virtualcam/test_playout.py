@@ -106,3 +106,21 @@ def test_a_huge_backlog_is_cut_even_in_speech():
     line.run(3.0, arrivals, speaking=lambda k: True, loud=lambda k: True)
     assert line.playout.trimmed_samples > 0
     assert line.playout.pending_s < 1.0
+
+
+def test_after_an_interrupt_no_queued_picture_is_shown_and_the_next_arrival_is_shown_at_once():
+    line = Timeline()
+    line.run(2.0, steady(50), speaking=lambda k: True, loud=lambda k: True)  # frames 0..49 arrived
+    playout = line.playout
+    shown, _ = playout.picture_for(line.now, lead_s=0.02)
+    assert shown is not None and shown // FRAME < 49  # later frames are still queued
+    playout.drop_pending()
+    # Until something new arrives the picture on screen is held: the queued (speaking) ones are gone.
+    for _ in range(3):
+        line.run(0.04, {})
+        pos, picture = playout.picture_for(line.now, lead_s=0.02)
+        assert pos is None and picture is not None and picture[0] == shown // FRAME
+    # The source's next frame is shown at the next tick, before its sound has a prefill to play.
+    line.run(0.001, {60: line.now})
+    pos, picture = playout.picture_for(line.now, lead_s=0.02)
+    assert pos == 60 * FRAME and picture is not None and picture[0] == 60

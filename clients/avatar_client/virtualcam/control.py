@@ -130,6 +130,9 @@ class CamControl:
     ...     await cam.wait_finished(turn_id)
     """
 
+    #: Finished turns remembered for a later `wait_finished`.
+    KEEP_FINISHED = 256
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
         self._next_id = 0
@@ -164,9 +167,7 @@ class CamControl:
                 message = json.loads(line)
                 if "event" in message:
                     if message.get("kind") == "finished":
-                        waiter = self._finished.pop(message.get("turn_id", ""), None)
-                        if waiter is not None and not waiter.done():
-                            waiter.set_result(message)
+                        self._turn_finished(message)
                     self.events.put_nowait(message)
                 elif (future := self._replies.pop(message.get("id"), None)) is not None:
                     future.set_result(message)
@@ -174,6 +175,18 @@ class CamControl:
             for future in [*self._replies.values(), *self._finished.values()]:
                 if not future.done():
                     future.set_exception(CamError("the avatar cam closed the control connection"))
+
+    def _turn_finished(self, message: dict[str, Any]) -> None:
+        """Kept until waited for: a turn can finish (an interrupt, a short text) before its
+        caller gets to `wait_finished`, even before `say` has returned its id."""
+        waiter = self._finished.setdefault(
+            str(message.get("turn_id", "")), asyncio.get_running_loop().create_future()
+        )
+        if not waiter.done():
+            waiter.set_result(message)
+        done = [turn for turn, future in self._finished.items() if future.done()]
+        for turn in done[: max(0, len(done) - self.KEEP_FINISHED)]:  # the oldest nobody waited for
+            del self._finished[turn]
 
     async def _call(self, op: str, **fields: Any) -> dict[str, Any]:
         self._next_id += 1
@@ -212,7 +225,9 @@ class CamControl:
         if future is None:
             raise CamError(f"unknown turn {turn_id!r}")
         async with asyncio.timeout(timeout):
-            return await asyncio.shield(future)
+            finished = await asyncio.shield(future)
+        self._finished.pop(turn_id, None)
+        return finished
 
     async def interrupt(self) -> None:
         await self._call("interrupt")

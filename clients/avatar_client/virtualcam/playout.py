@@ -108,6 +108,7 @@ class Playout:
         self._last_pos: int | None = None  # media position after the last node block written
         self.idle_picture: np.ndarray | None = None
         self._shown: tuple[int, np.ndarray] | None = None
+        self._barge_in = False  # after drop_pending, until sound plays again
         #: The low water kept (samples), and counters the status line reads.
         self.goal = 0
         self.underruns = 0
@@ -131,8 +132,14 @@ class Playout:
                 self._arrivals.popleft()
 
     def drop_pending(self) -> None:
-        """Forget audio not yet written (after an interrupt)."""
+        """Forget audio not yet written, and pictures not yet shown (after an interrupt).
+
+        Until sound plays again, each picture that arrives is shown at once: after a barge-in
+        the source's next pictures close the mouth, and waiting for their audio's prefill
+        would hold the open mouth of the last picture shown meanwhile."""
         with self._lock:
+            self._pictures.clear()
+            self._barge_in = True
             self._chunks.clear()
             self._chunk_offset = 0
             self._pending = 0
@@ -166,6 +173,7 @@ class Playout:
                     return AudioBlock(None, np.zeros(length, np.int16))
                 self._playing = True
                 self._playing_since = self._clock()
+                self._barge_in = False
                 self._low_water, self._window = None, 0
             if self._pending == 0:  # a gap: resume soon after audio comes, and keep more from now
                 self._playing = False
@@ -331,6 +339,9 @@ class Playout:
                 while self._pictures and self._pictures[0][0] <= target:
                     pos, picture = self._pictures.popleft()
                     chosen = (pos, picture)
+            if chosen is None and self._barge_in and self._pictures:
+                chosen = self._pictures[-1]  # the newest, at once (see drop_pending)
+                self._pictures.clear()
             if chosen is not None and chosen[1] is not None:
                 self._shown = (chosen[0], chosen[1])
                 return chosen[0], chosen[1]

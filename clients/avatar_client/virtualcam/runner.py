@@ -382,7 +382,8 @@ class VirtualCam:
                 picture = camera.picture(item.image) if camera is not None else None
                 audio = item.audio
                 if item.speaking and monotonic() < self._mute_until:
-                    audio = np.zeros_like(audio)
+                    # Rendered before the node saw the interrupt: neither heard nor seen.
+                    audio, picture = np.zeros_like(audio), None
                 self.playout.push(PlayoutFrame(item.pos, picture, audio, item.speaking))
             elif isinstance(item, TurnStarted):
                 self.meters.turn_started(item.turn_id, item.pos)

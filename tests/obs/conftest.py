@@ -37,6 +37,8 @@ else:
 
 from avatar_obs.obs_ws import ObsAddress, ObsConnection, ObsError  # noqa: E402  (silences the SDK's logging)
 
+from ..support.waits import free_port  # noqa: E402
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,12 +57,6 @@ def require(*binaries: str) -> None:
         if IN_CI:
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, wait_s: float = 10.0) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from avatar_obs import ControlClient
 
-from .conftest import free_port
+from ..support.waits import free_port
 
 
 def refused(  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from avatar_client import AsyncAvatarClient, SessionSpec
 from avatar_obs.app import AppConfig, AvatarObs, publishing_lock
 from avatar_obs.publisher import udp_destination
 
-from .conftest import free_port
+from ..support.waits import free_port, until
 
 PHOTO = resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
 
@@ -23,15 +23,6 @@ PHOTO = resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").re
 async def active_sessions(target: str) -> int:
     async with AsyncAvatarClient(target) as client:
         return (await client.node_info()).active_sessions
-
-
-async def until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 def port_is_free(port: int) -> bool:
@@ -43,7 +34,7 @@ async def test_cancelling_the_command_mid_speech_and_again_while_it_cleans_up(no
     async def sessions_idle() -> bool:
         return await active_sessions(node.target) == 0
 
-    assert await until(sessions_idle, 10), "another test left a session open"
+    await until(sessions_idle, 10, "the sessions other tests left open to close", interval=0.1)
     destination = udp_destination("127.0.0.1", free_port(socket.SOCK_DGRAM))
     control_port = free_port()
     app = AvatarObs(
@@ -62,9 +53,9 @@ async def test_cancelling_the_command_mid_speech_and_again_while_it_cleans_up(no
     async def streaming() -> bool:
         return app.publisher is not None and app.publisher.stats.frames_sent > 25
 
-    assert await until(streaming, 20)
+    await until(streaming, 20, "frames to stream", interval=0.1)
     await app.say("A sentence long enough to be cut in the middle by the end of the show.")
-    assert await until(speaking, 10)
+    await until(speaking, 10, "the avatar to speak", interval=0.1)
     assert await active_sessions(node.target) == 1
 
     task.cancel()
@@ -77,7 +68,7 @@ async def test_cancelling_the_command_mid_speech_and_again_while_it_cleans_up(no
     assert port_is_free(control_port)
     with publishing_lock(destination):  # a new command could publish there at once
         pass
-    assert await until(sessions_idle, 5), "the node session was left open"
+    await until(sessions_idle, 5, "the node session to close", interval=0.1)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

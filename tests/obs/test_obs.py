@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,7 +19,8 @@ from avatar_obs import ControlClient, ControlError
 from avatar_obs.obs_source import decode_data_uri
 from avatar_obs.obs_ws import ObsConnection, ObsEvents
 
-from .conftest import ObsStudio, StallingProxy, decode_stream, free_port
+from ..support.waits import free_port, wait_until
+from .conftest import ObsStudio, StallingProxy, decode_stream
 
 SIZE = "320x240"
 
@@ -76,16 +77,6 @@ def has_face(rgb: np.ndarray) -> bool:
     return len(_detector[0].detect(np.ascontiguousarray(rgb))) > 0
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    return None
-
-
 def shows_live_avatar(obs: ObsConnection, source: str, timeout: float) -> bool:
     """OBS shows a picture with a face, and the picture moves (a live feed, not a frozen frame)."""
     shots: list[np.ndarray] = []
@@ -98,7 +89,11 @@ def shows_live_avatar(obs: ObsConnection, source: str, timeout: float) -> bool:
         shots.append(grey(shot))
         return len(shots) >= 2 and any(np.abs(shots[-1] - s).max() > 12 for s in shots[:-1])
 
-    return bool(wait_until(moving, timeout, every=0.5))
+    try:
+        wait_until(moving, timeout, f"a live face in {source}", interval=0.5)
+    except AssertionError:
+        return False
+    return True
 
 
 def scene_items(obs: ObsConnection) -> list[dict[str, Any]]:
@@ -197,9 +192,10 @@ def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(
             best = min(np.abs(grey(shot) - grey(frame)).mean() for frame in sent)
             return (shot, best) if best < 6 else None
 
-        found = wait_until(matches_sent, timeout=10)
-        assert found is not None, command.output
-        shot, difference = found
+        try:
+            shot, difference = wait_until(matches_sent, 10, "OBS to show the pictures sent", interval=0.25)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{command.output}") from None
         first_picture_s = time.monotonic() - began
         assert has_face(shot)
         assert first_picture_s < 8, first_picture_s
@@ -247,9 +243,10 @@ def test_setup_shows_the_avatar_with_its_speech_and_the_host_triggers(
         command.wait_for(r"OBS trigger: interrupt", start=mark)
         command.wait_for(r"turn finished \(interrupted after \d+ ms\)", start=mark)
         button = f"{name}: interrupt"
-        assert wait_until(
-            lambda: not next(i for i in scene_items(obs) if i["sourceName"] == button)["sceneItemEnabled"], 5
-        ), "the button was not released for the next press"
+        wait_until(
+            lambda: not next(i for i in scene_items(obs) if i["sourceName"] == button)["sceneItemEnabled"], 5,
+            "the button to be released for the next press", interval=0.25,
+        )
 
         # The local control answers a chat bot with clear errors.
         status = avatar.status()

@@ -15,7 +15,8 @@ import pytest
 
 from avatar_obs import ControlClient
 
-from .conftest import decode_stream, free_port, voiced, write_wav
+from ..support.waits import free_port
+from .conftest import decode_stream, voiced, write_wav
 
 FPS = 25
 SIZE = "320x240"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import time
 from collections.abc import Callable
@@ -22,10 +23,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 
 async def until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """`wait_until` for a coroutine: the event loop runs while it polls."""
+    """`wait_until` for a coroutine: the event loop runs while it polls. `predicate` may be a
+    coroutine function (a question asked over the network)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

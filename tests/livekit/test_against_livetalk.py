@@ -13,9 +13,10 @@ import pytest
 from avatar_node.pipeline import AvatarRuntime
 from tests.conftest import LIVETALK_FPS
 
+from ..support.waits import until
 from .conftest import RATE, Readback, Speech
 from .test_local_mode import local_avatar
-from .test_node_mode import node_avatar, node_sessions, wait_until
+from .test_node_mode import node_avatar, node_sessions
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -57,4 +58,4 @@ async def test_local_mode_publishes_at_the_engines_rate(photo: bytes, short_spee
 async def test_node_mode_publishes_at_the_engines_rate(livetalk_node, photo: bytes, short_speech: Speech) -> None:
     async with node_avatar(livetalk_node, photo, engine="livetalk") as run:
         await speak_and_check(run, short_speech)
-    await wait_until(lambda: node_sessions(livetalk_node) == 0, timeout=5, what="the node session to close")
+    await until(lambda: node_sessions(livetalk_node) == 0, 5, "the node session to close")

@@ -10,9 +10,10 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 from avatar_client import FeedTurn, SessionSpec
 from avatar_obs.app import CLOCK_RATE, AppConfig, AvatarObs
-from avatar_obs.publisher import StreamFrame, udp_destination
+from avatar_obs.publisher import StreamFrame, rtmp_destination, udp_destination
 
 from avatar_node.engines.base import StreamOptions
 from avatar_node.engines.portrait import PortraitEngine
@@ -25,14 +26,22 @@ PHOTO = resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").re
 W, H, FPS = 424, 240, 25
 
 
-async def test_an_interrupt_shuts_the_streamed_mouth_within_two_frames_and_it_stays_shut(node: Any, udp_capture: Any):
+@pytest.mark.parametrize("via", ["udp", "rtmp"])
+async def test_an_interrupt_shuts_the_streamed_mouth_within_two_frames_and_it_stays_shut(
+    node: Any, udp_capture: Any, request: pytest.FixtureRequest, via: str
+) -> None:
     """The first frame after the interrupt (located on the stream's timeline by the node's
     turn-finished pts) shows the mouth closing, the second shows it shut, and it never opens
     again in the silence after; the voice stops on the same frame."""
-    capture = udp_capture()
+    if via == "udp":
+        capture = udp_capture()
+        destination = udp_destination("127.0.0.1", capture.port)
+    else:
+        nginx = request.getfixturevalue("nginx")  # records what it is sent
+        destination = rtmp_destination(nginx.url("barge"))
     app = AvatarObs(AppConfig(
         spec=SessionSpec(photo=PHOTO, width=W, height=H, fps=FPS, engine="portrait"),
-        destination=udp_destination("127.0.0.1", capture.port),
+        destination=destination,
         target=node.target,
     ))
     box = mouth_box(PortraitEngine().prepare(PHOTO), StreamOptions(W, H, float(FPS)))
@@ -79,7 +88,12 @@ async def test_an_interrupt_shuts_the_streamed_mouth_within_two_frames_and_it_st
 
     assert origin is not None
     finished = next((t for t in turns if t.kind == "finished" and t.interrupted), None)
-    stream = decode_stream(capture.bytes_since())
+    if via == "udp":
+        stream = decode_stream(capture.bytes_since())
+    else:
+        record = await until(lambda: sorted(nginx.records.glob("barge*.flv")), 5, "the recording")
+        await asyncio.sleep(0.5)  # nginx closes the recording when the publisher leaves
+        stream = decode_stream(record[0].read_bytes(), fmt="flv")
     frames = np.round((np.array(stream.video_pts) - stream.video_pts[0]) * FPS).astype(int)
     assert np.array_equal(frames, np.arange(len(frames))), "frames went missing on the way"
     # The first frame after the interrupt: where the node says the speech stopped.
@@ -87,7 +101,7 @@ async def test_an_interrupt_shuts_the_streamed_mouth_within_two_frames_and_it_st
     aperture = np.array([mouth_aperture(image, box) for image in stream.images])
     rest = float(np.median(aperture[cut + 10 :]))  # the face at rest, well after the interrupt
     spoken, after = aperture[cut - 30 : cut] - rest, aperture[cut : cut + 25] - rest  # the node's, both
-    print(f"OBS over UDP: cut {cut - asked + origin} frame(s) after the interrupt was asked; "
+    print(f"OBS over {via}: cut {cut - asked + origin} frame(s) after the interrupt was asked; "
           f"mouth beyond rest at the interrupt {spoken[-1]:.1f}; after: "
           + ", ".join(f"{a:.1f}" for a in after[:8]))
     assert len(after) == 25 and spoken.max() > 3.0

@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
+from .support.media import sample_photo
+
 #: The livetalk engine's only rate; every client must work against it without being told.
 LIVETALK_FPS = 16
+
+
+@pytest.fixture(scope="session")
+def photo() -> bytes:
+    """The portrait that ships with the node (a folder may define its own)."""
+    return sample_photo()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import wave
-from importlib import resources
 
 import av
 import grpc
@@ -26,13 +25,14 @@ from avatar_client import (
     VideoPacket,
 )
 from avatar_client.cli import main
+from ..support.media import sample_photo
 from .conftest import voiced_speech
 
 server = pytest.importorskip("avatar_node.server")
 if not hasattr(pytest.importorskip("avatar_node.engines.portrait"), "PortraitEngine"):
     pytest.skip("the portrait engine is not in this tree yet", allow_module_level=True)
 
-PHOTO = resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
+PHOTO = sample_photo()
 TOKEN = "s3cret-token"
 
 

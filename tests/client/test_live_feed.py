@@ -26,16 +26,10 @@ from avatar_client.live_feed import (
 from avatar_node.server import NodeConfig, start_background_node
 
 from ..ops.certs import make_pki
-from ..support.media import sample_photo
+from ..support.node_process import NodeProcess, loopback_node
 from ..support.waits import free_port
-from ..virtualcam.conftest import NodeProcess
 
 W, H, FPS, RATE = 320, 240, 25.0, 48_000
-
-
-@pytest.fixture(scope="module")
-def photo() -> bytes:
-    return sample_photo()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +120,7 @@ def test_h264_frames_are_access_units_that_decode_in_order(node, photo):
 
 def test_one_timeline_across_a_node_killed_and_restarted_on_the_same_port(photo):
     port = free_port()
-    node: NodeProcess | None = NodeProcess(port)
+    node: NodeProcess | None = loopback_node(port)
     statuses: list[FeedStatus] = []
     frames: list[FeedFrame] = []
     idle_times: list[float] = []
@@ -154,7 +148,7 @@ def test_one_timeline_across_a_node_killed_and_restarted_on_the_same_port(photo)
             await take(lambda: len([s for s in statuses if not s.connected]) >= 4)
             with pytest.raises(FeedUnavailable, match="not reachable right now"):
                 await feed.say("hello")
-            restarting = asyncio.create_task(asyncio.to_thread(NodeProcess, port))  # the feed goes on meanwhile
+            restarting = asyncio.create_task(asyncio.to_thread(loopback_node, port))  # the feed goes on meanwhile
             await take(lambda: restarting.done())
             node = await restarting
             await take(lambda: statuses[-1].connected and not frames[-1].idle)

@@ -28,13 +28,6 @@ def livetalk_node(tmp_path_factory):
         yield node
 
 
-@pytest.fixture(scope="module")
-def photo() -> bytes:
-    from importlib import resources
-
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
-
-
 def _start(photo: bytes, live: bool) -> dict:
     return dict(start=pb.StartSession(
         image=photo, engine="livetalk", mode=pb.SESSION_MODE_LIVE if live else pb.SESSION_MODE_RENDER,

@@ -14,13 +14,8 @@ from avatar_node.server import NodeConfig, start_background_node
 from avatar_proto import avatar_pb2 as pb
 from avatar_proto import avatar_pb2_grpc as pb_grpc
 
-from ..support.media import sample_photo
 from ..support.media import tone as tone  # the node tests import it from here
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return sample_photo()
+from ..support.node_process import NodeProcess, kill_leftovers
 
 
 @pytest.fixture(scope="session")
@@ -101,75 +96,11 @@ def start_event(photo: bytes, live: bool = True, width: int = 320, height: int =
     )
 
 
-_RUNNING: list["NodeProcess"] = []
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _no_node_left_behind():
     """Whatever a test did, no node process outlives the test run."""
     yield
-    for node in _RUNNING:
-        if node.proc.poll() is None:
-            node.proc.kill()
-
-
-class NodeProcess:
-    """`avatar-node serve` in a process of its own: real signals, a real log, its own CPU time."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        import os
-        import subprocess
-        import sys
-        import threading
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "avatar_node.cli", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        ready = threading.Event()
-
-        def pump(pipe, lines, watch):  # type: ignore[no-untyped-def]
-            for line in pipe:
-                lines.append(line)
-                if watch and "ready on" in line:
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, args=(self.proc.stdout, self.stdout, True), daemon=True).start()
-        threading.Thread(target=pump, args=(self.proc.stderr, self.stderr, False), daemon=True).start()
-        if not ready.wait(60) or self.proc.poll() is not None:
-            raise RuntimeError(f"node did not start: {''.join(self.stdout + self.stderr)}")
-        line = next(line for line in self.stdout if "ready on" in line)
-        self.target = line.split("ready on ")[1].split()[0]
-        _RUNNING.append(self)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; a node that does not exit in time is killed (and reported as -9)."""
-        import signal
-        import subprocess
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return -9
-
-    @property
-    def log(self) -> str:
-        return "".join(self.stderr)
-
-    def assert_clean_log(self) -> None:
-        bad = [line for line in self.stderr if any(w in line for w in ("Traceback", "ERROR", "Task was destroyed",
-                                                                          "Exception", "exception"))]
-        assert not bad, "".join(self.stderr[-60:])
+    kill_leftovers()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from avatar_client.errors import AvatarError
 from avatar_proto import avatar_pb2 as pb
 
-from .conftest import Call, NodeProcess, channel, start_event, tone
+from ..support.node_process import NodeProcess
+from .conftest import Call, channel, start_event, tone
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AvatarNode"].full_name
 

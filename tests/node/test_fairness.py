@@ -13,7 +13,8 @@ from PIL import Image
 
 from avatar_proto import avatar_pb2 as pb
 
-from .conftest import Call, NodeProcess, channel, live_witness, rss_mb, start_event, tone
+from ..support.node_process import NodeProcess
+from .conftest import Call, channel, live_witness, rss_mb, start_event, tone
 
 pytestmark = pytest.mark.slow
 

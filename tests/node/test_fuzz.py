@@ -16,7 +16,8 @@ import pytest
 
 from avatar_proto import avatar_pb2 as pb
 
-from .conftest import NodeProcess, channel, live_witness, wait_for_active
+from ..support.node_process import NodeProcess
+from .conftest import channel, live_witness, wait_for_active
 
 CONVERSE = "/avatar.v1.AvatarNode/Converse"
 EVENTS = 10_000

@@ -13,7 +13,8 @@ import pytest
 
 from avatar_proto import avatar_pb2 as pb
 
-from .conftest import Call, NodeProcess, channel, start_event, wait_for_active
+from ..support.node_process import NodeProcess
+from .conftest import Call, channel, start_event, wait_for_active
 
 KILLED_CLIENT = r"""
 import sys, grpc

@@ -15,7 +15,8 @@ from avatar_node.engines.testcard import TestCardEngine
 from avatar_node.server import NodeConfig, start_background_node
 from avatar_proto import avatar_pb2 as pb
 
-from .conftest import Call, NodeProcess, channel, start_event, tone
+from ..support.node_process import NodeProcess
+from .conftest import Call, channel, start_event, tone
 
 FRAME_S = 0.04
 

@@ -12,7 +12,8 @@ from avatar_client.errors import AvatarError
 from avatar_proto import avatar_pb2 as pb
 from avatar_proto import avatar_pb2_grpc as pb_grpc
 
-from .conftest import Call, NodeProcess, channel, rss_mb, start_event
+from ..support.node_process import NodeProcess
+from .conftest import Call, channel, rss_mb, start_event
 
 CONVERSE = "/avatar.v1.AvatarNode/Converse"
 

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from ..support.media import sample_photo
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return sample_photo()
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -92,9 +92,9 @@ def test_one_token_variable_on_both_sides(node_variable):
 
 def test_prepared_id_works_with_avatar_id(tmp_path: Path, capsys):
     photo = tmp_path / "me.jpg"
-    from importlib import resources
+    from ..support.media import sample_photo
 
-    photo.write_bytes(resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes())
+    photo.write_bytes(sample_photo())
     with start_background_node(NodeConfig(port=0)) as node:
         assert avatar_main(["prepare", str(photo), "--target", node.target]) == 0
         avatar_id = capsys.readouterr().out.strip()

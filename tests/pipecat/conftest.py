@@ -18,13 +18,7 @@ else:
 
 from avatar_node.server import NodeConfig, start_background_node  # noqa: E402
 
-from ..support.media import sample_photo  # noqa: E402
 from .harness import Speech  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return sample_photo()
 
 
 def _synthesize(text: str) -> Speech:

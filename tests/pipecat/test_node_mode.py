@@ -17,7 +17,7 @@ from avatar_node.server import NodeConfig, start_background_node
 
 from ..ops.certs import make_pki
 from ..support.waits import free_port
-from ..virtualcam.conftest import NodeProcess
+from ..support.node_process import NodeProcess, loopback_node
 from .harness import AvatarPipeline, Speech, best_lag, envelope, levels
 
 pytestmark = pytest.mark.timeout(120)
@@ -133,7 +133,7 @@ async def test_a_node_restart_mid_session_keeps_idle_video_flowing_and_the_sessi
     photo: bytes, short_speech: Speech
 ) -> None:
     port = free_port()
-    node: NodeProcess | None = await asyncio.to_thread(NodeProcess, port)
+    node: NodeProcess | None = await asyncio.to_thread(loopback_node, port)
     try:
         assert node is not None
         address = NodeAddress(node.target, retry_min_s=0.2, retry_max_s=0.5)
@@ -142,7 +142,7 @@ async def test_a_node_restart_mid_session_keeps_idle_video_flowing_and_the_sessi
             node.kill()
             killed_at = len(run.frames())
             await run.until(lambda: len(run.frames()) >= killed_at + 25)  # the node is away: idle goes on
-            node = await asyncio.to_thread(NodeProcess, port)
+            node = await asyncio.to_thread(loopback_node, port)
             assert run.avatar.feed is not None
             await run.until(lambda: run.avatar.feed is not None and run.avatar.feed.connected)
             back_at = len(run.frames())

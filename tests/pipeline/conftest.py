@@ -6,17 +6,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 from avatar_node.pipeline import AVFrame, AvatarStream, Ended, Notice, Stats, StreamItem, TurnEvent
 
-from ..support.media import sample_photo
 from ..support.media import tone as tone  # the pipeline tests import it from here
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return sample_photo()
 
 
 @dataclass

@@ -19,12 +19,15 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
+
+from ..support.media import write_wav as write_wav  # the camera tests import it from here
+from ..support.node_process import NodeProcess, loopback_node
+from ..support.waits import wait_until
 
 HERE = Path(__file__).resolve().parent
 CAM_MAIN = HERE / "cam_main.py"
@@ -40,16 +43,6 @@ def require(tool: str, package: str) -> str:
             pytest.fail(message + "; .ci/run installs it")
         pytest.skip(message)
     return path
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
@@ -202,65 +195,13 @@ class MicReader:
 # ---------------------------------------------------------------------------- nodes
 
 
-class NodeProcess:
-    """`avatar-node serve` in its own process (so it can be stopped, killed and restarted)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "avatar_node.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--max-sessions", "4", "--grace", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in self.process.stdout:
-            found = re.search(r"ready on [\d.]+:(\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError("the node did not start")
-        else:
-            raise AssertionError("the node exited at start")
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for _ in self.process.stdout:
-            pass
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def signal(self, sig: int) -> None:
-        self.process.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(10)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-        stop_process(self.process)
-
-
 @pytest.fixture(scope="module")
 def node() -> Iterator[NodeProcess]:
-    running = NodeProcess()
+    running = loopback_node()
     try:
         yield running
     finally:
         running.close()
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
 
 
 # ---------------------------------------------------------------------------- avatar cam
@@ -415,17 +356,6 @@ def resample(samples: np.ndarray, rate: int, to: int = RATE) -> np.ndarray:
     out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(out).astype(np.int16)
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    import wave
-
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(samples.astype("<i2").tobytes())
-    return path
 
 
 def locate(reference: np.ndarray, recording: np.ndarray) -> tuple[int, float]:

@@ -4,24 +4,18 @@ absent at start, streaming, stalled (SIGSTOP), killed, and restarted on the same
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import numpy as np
 import pytest
 
-from .conftest import NodeProcess, wait_until
+from ..support.node_process import NodeProcess, loopback_node
+from ..support.waits import free_port, wait_until
 from .recording_backend import read_log
 
 FPS = 25.0
 PERIOD = 1 / FPS
 W, H = 320, 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def check_rate(times: np.ndarray, start: float, end: float, what: str) -> None:
@@ -48,7 +42,7 @@ def test_constant_rate_while_node_is_absent_stalled_killed_and_restarted(start_c
         time.sleep(1.5)
         absent = (cam.wait_for("camera: test-camera"), time.monotonic())
 
-        node = NodeProcess(port)
+        node = loopback_node(port)
         connected = cam.wait_for("connected: 127.0.0.1", 30)
         time.sleep(2.5)
         streaming = (connected, time.monotonic())
@@ -68,7 +62,7 @@ def test_constant_rate_while_node_is_absent_stalled_killed_and_restarted(start_c
         killed_from = time.monotonic()
         time.sleep(2.0)
         killed = (killed_from, time.monotonic())
-        node = NodeProcess(port)
+        node = loopback_node(port)
         restarted_from = time.monotonic()
         wait_count += 1
         while sum("connected: 127.0.0.1" in line for _, line in cam.lines) == wait_count:

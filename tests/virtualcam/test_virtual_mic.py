@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from . import analysis
+from ..support.node_process import loopback_node
+from ..support.waits import wait_until
 from .conftest import (
     MicReader,
-    NodeProcess,
     assert_heard_as_spoken,
     resample,
     speech_clip,
     stop_process,
-    wait_until,
     write_wav,
 )
 from .recording_backend import read_log
@@ -244,7 +244,7 @@ def test_the_mic_stays_while_the_node_is_gone_and_goes_with_the_command(pulse, s
     """The node crashing is not an exit: the meeting keeps its microphone (and camera) while
     the command reconnects; the devices go when the command ends."""
     name = "nodecrash"
-    own_node = NodeProcess()
+    own_node = loopback_node()
     try:
         cam = start_cam("--target", own_node.target, "--name", name, "--size", f"{W}x{H}", pulse=pulse)
         cam.wait_for("connected: 127.0.0.1")

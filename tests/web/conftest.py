@@ -50,7 +50,6 @@ from avatar_node.engines.portrait import PortraitEngine  # noqa: E402
 from avatar_node.engines.portrait.evaluation import mouth_aperture, mouth_box  # noqa: E402
 from avatar_node.server import BackgroundNode, NodeConfig, start_background_node  # noqa: E402
 
-from ..support.media import sample_photo  # noqa: E402
 from ..support.waits import wait_until  # noqa: E402
 
 #: The size the page asks for in these tests (small: two shared cores run node and browser).
@@ -59,11 +58,6 @@ W, H = 512, 288
 
 def chromium_binary() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return sample_photo()
 
 
 @pytest.fixture(scope="session")

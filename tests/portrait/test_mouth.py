@@ -236,7 +236,10 @@ def _gradient(y: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", ["sample", "smile"])
 def test_the_opening_is_no_sharper_than_the_photo(speaking, vowels, name) -> None:
     """Across the lips' inner edge the picture changes no faster than across the photo's
-    own sharp edges (their 95th percentile, on the decoded frame at rest, same scale)."""
+    own sharp edges (their 95th percentile, on the decoded frame at rest, same scale), give or
+    take what the landmarks' float kernels vary by between CPUs: the same commit measured a
+    worst frame of 35.2 on one machine and 38.8 on another against edges of 36.7; an opening
+    cut with a hard edge measures 52.9 (1.44 times the edges)."""
     frames, lips, rig, rest, _, _ = speaking[name]
     x0, y0, x1, y1 = rig.roi
     grey = luma(rest)[y0:y1, x0:x1]
@@ -249,7 +252,7 @@ def test_the_opening_is_no_sharper_than_the_photo(speaking, vowels, name) -> Non
         values = g[np.round(points[:, 1]).astype(int), np.round(points[:, 0]).astype(int)]
         worst.append(float(np.percentile(values, 90)))
     print(f"{name}: photo edges p95 {photo_edges:.1f}; across the inner lip edge (p90 per frame) max {max(worst):.1f}")
-    assert max(worst) <= photo_edges
+    assert max(worst) <= 1.15 * photo_edges
 
 
 @pytest.fixture(scope="module")

@@ -256,12 +256,15 @@ class CamRun:
         return out
 
     def reported_gaps(self) -> int:
-        """Gaps the command said it had to fill (its speech-timing summary at exit)."""
+        """Gaps the command said it had to fill or cut (its speech-timing summary at exit)."""
+        gaps = 0
         for _, line in self.lines:
             found = re.match(r"speech timing: (\d+) gap.*?, (\d+) time\(s\) the sound device ran dry", line)
             if found:
-                return int(found.group(1)) + int(found.group(2))
-        return 0
+                gaps += int(found.group(1)) + int(found.group(2))
+            if cut := re.match(r"speech cut: (\d+) time\(s\)", line):
+                gaps += int(cut.group(1))
+        return gaps
 
     def reported_latencies_ms(self) -> list[float]:
         return [float(s["node latency"].split()[0]) for s in self.statuses() if s["node latency"] != "--"]

@@ -106,6 +106,16 @@ def test_a_huge_backlog_is_cut_even_in_speech():
     line.run(3.0, arrivals, speaking=lambda k: True, loud=lambda k: True)
     assert line.playout.trimmed_samples > 0
     assert line.playout.pending_s < 1.0
+    # Said apart from the quiet frames skipped, so a cut in speech is never a silent loss.
+    assert line.playout.speech_cuts >= 1 and line.playout.speech_cut_samples == line.playout.trimmed_samples
+
+
+def test_skipping_quiet_frames_cuts_no_speech():
+    line = Timeline()
+    line.run(5.5, steady(150), speaking=lambda k: 20 <= k < 60, loud=lambda k: 20 <= k < 60,
+             device_stalls=(1.2, 0.4))
+    assert line.playout.trimmed_samples > 0
+    assert line.playout.speech_cuts == line.playout.speech_cut_samples == 0
 
 
 def test_after_an_interrupt_no_queued_picture_is_shown_and_the_next_arrival_is_shown_at_once():

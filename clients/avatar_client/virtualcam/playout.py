@@ -113,6 +113,9 @@ class Playout:
         self.goal = 0
         self.underruns = 0
         self.trimmed_samples = 0
+        #: Of those, speech cut to catch up with a backlog (FORCE_TRIM_S), and how many times.
+        self.speech_cut_samples = 0
+        self.speech_cuts = 0
         self.stretched_samples = 0
         self.speaking = False
 
@@ -237,16 +240,22 @@ class Playout:
                 self._stretch_debt = self.goal - self._low_water
             self._low_water, self._window = None, 0
         force = self._trim_debt > self.FORCE_TRIM_S * self.rate
+        cut = 0
         while self._trim_debt > 0 and self._chunk_offset == 0 and len(self._chunks) > 1:
             samples = self._chunks[0][1]
             if len(samples) > self._trim_debt:
                 break
-            if not force and not self._quiet(self._chunks[0]):
-                break  # wait for a quiet frame between turns
+            if not self._quiet(self._chunks[0]):
+                if not force:
+                    break  # wait for a quiet frame between turns
+                cut += len(samples)
             self._chunks.popleft()
             self._pending -= len(samples)
             self._trim_debt -= len(samples)
             self.trimmed_samples += len(samples)
+        if cut:
+            self.speech_cut_samples += cut
+            self.speech_cuts += 1
 
     def written(self, block: AudioBlock, when: float, latency_s: float) -> None:
         """The writer handed `block` to the device at `when`; the device then held `latency_s`."""

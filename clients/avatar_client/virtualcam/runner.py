@@ -560,5 +560,11 @@ class VirtualCam:
                 f"device ran dry; {1000 * p.stretched_samples / p.rate:.0f} ms of silence added and "
                 f"{1000 * p.trimmed_samples / p.rate:.0f} ms skipped to follow the source's jitter"
             )
+        if p.speech_cuts:
+            self.log(
+                f"speech cut: {p.speech_cuts} time(s), {1000 * p.speech_cut_samples / p.rate:.0f} ms of "
+                f"speech skipped to catch up after the sound device or the source fell behind by over "
+                f"{1000 * p.FORCE_TRIM_S:.0f} ms"
+            )
         if self._mic is not None and self._mic.was_created:
             self.log(f"removed the virtual microphone ({self._mic.devices.source})")

@@ -100,6 +100,9 @@ def test_normal_exit_after_speech_heard_as_spoken_and_in_step_with_the_lips(  # 
     samples, rate = speech_clip(
         "Good morning everyone. Thank you for joining the meeting today. Let us begin with the news."
     )
+    # A second of silence first: the recorder can only start once the camera has made the
+    # microphone, and on a loaded machine it may start after the avatar begins to talk.
+    samples = np.concatenate([np.zeros(rate, samples.dtype), samples])
     wav = write_wav(tmp_path / "speech.wav", samples, rate)
     name = "speech"
     reader = None

@@ -4,6 +4,8 @@
 
 - speech -> face: from the agent handing its first audio frame of a reply to the avatar's
   audio output, to the first published video frame that shows that speech;
+- speech -> voice: from the same moment to the first published audio that carries it (a
+  subscriber hears the reply then; face and voice should arrive together);
 - clear_buffer -> idle: from the agent's interrupt reaching the output, to the first published
   frame that shows no speech.
 
@@ -21,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.livekit.conftest import Readback, _synthesize  # noqa: E402
@@ -30,6 +34,7 @@ from tests.livekit.test_node_mode import node_avatar  # noqa: E402
 from avatar_node.server import NodeConfig, start_background_node  # noqa: E402
 
 SPEAKING = 0.02
+VOICED = 300  # int16 peak: the synthesized voice, not the silence between replies
 
 
 def first_frame(readback: Readback, after: float, speaking: bool) -> float:
@@ -42,8 +47,15 @@ def first_frame(readback: Readback, after: float, speaking: bool) -> float:
     return float("nan")
 
 
-async def measure(run, speech, runs: int, realtime: bool) -> tuple[list[float], list[float]]:
-    to_face, to_idle = [], []
+def first_voice(readback: Readback, after: float) -> float:
+    for t, samples in list(readback.audio):
+        if t > after and len(samples) and int(np.abs(samples).max()) > VOICED:
+            return t
+    return float("nan")
+
+
+async def measure(run, speech, runs: int, realtime: bool) -> tuple[list[float], list[float], list[float]]:
+    to_face, to_voice, to_idle = [], [], []
     output = run.session.output.audio
     captured: list[float] = []
     capture = output.capture_frame
@@ -65,9 +77,10 @@ async def measure(run, speech, runs: int, realtime: bool) -> tuple[list[float], 
         await asyncio.wait_for(handle.wait_for_playout(), 5)
         await asyncio.sleep(0.8)
         to_face.append(first_frame(run.readback, captured[0], True) - captured[0])
+        to_voice.append(first_voice(run.readback, captured[0]) - captured[0])
         cleared = run.clears[-1]
         to_idle.append(first_frame(run.readback, cleared, False) - cleared)
-    return to_face, to_idle
+    return to_face, to_voice, to_idle
 
 
 def report(name: str, values: list[float]) -> None:
@@ -88,16 +101,18 @@ async def main() -> None:
     speech = _synthesize("This sentence is long enough to be interrupted in the middle of it, every time.")
     if args.mode in ("local", "both"):
         async with local_avatar(photo, engine="testcard", width=640, height=360) as run:
-            face, idle = await measure(run, speech, args.runs, args.realtime_tts)
+            face, voice, idle = await measure(run, speech, args.runs, args.realtime_tts)
         print("local mode (engine in the agent's process):")
         report("speech -> face", face)
+        report("speech -> voice", voice)
         report("clear_buffer -> idle", idle)
     if args.mode in ("node", "both"):
         with start_background_node(NodeConfig(port=0, engines=["testcard"], text_to_speech=False)) as node:
             async with node_avatar(node, photo) as run:
-                face, idle = await measure(run, speech, args.runs, args.realtime_tts)
+                face, voice, idle = await measure(run, speech, args.runs, args.realtime_tts)
         print("node mode (agent -> data streams -> worker -> node over gRPC -> worker):")
         report("speech -> face", face)
+        report("speech -> voice", voice)
         report("clear_buffer -> idle", idle)
 
 

@@ -66,6 +66,8 @@ class Playout:
             self._hiding = True
             discarded = self.publisher.clear()
             self._hidden_s[self._playing] = self._hidden_s.get(self._playing, 0.0) + discarded
+            if self._idle_image is not None:  # the face at rest now, not at the next frame
+                self.publisher.show_now(self._idle_image)
 
     async def _frame(self, frame: RenderedFrame) -> None:
         if not frame.speaking:

@@ -177,6 +177,14 @@ class TrackPublisher:
                 continue
             self.video_source.capture_frame(picture)
 
+    def show_now(self, image: np.ndarray) -> None:
+        """Capture `image` at once, outside the frames' timing (the face at rest after an
+        interrupt, rather than the last speaking picture until the renderer's next frame)."""
+        fmt = self.format
+        if image.shape == (fmt.height, fmt.width, 3):
+            data = np.ascontiguousarray(image).tobytes()
+            self.video_source.capture_frame(rtc.VideoFrame(fmt.width, fmt.height, rtc.VideoBufferType.RGB24, data))
+
     def clear(self) -> float:
         """Drop everything queued and not yet played; returns the seconds of speech discarded."""
         now = asyncio.get_running_loop().time()

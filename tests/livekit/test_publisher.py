@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 from avatar_livekit.frames import RenderedFrame, VideoFormat
+from avatar_livekit.playout import Playout
 from avatar_livekit.publisher import TrackPublisher
 from livekit import rtc
 
@@ -53,3 +54,36 @@ async def test_no_speech_picture_is_handed_over_after_clear() -> None:
 async def _push_forever(publisher: TrackPublisher, state: dict[str, int], frame) -> None:  # type: ignore[no-untyped-def]
     while True:
         await publisher.push(frame(state["fill"]))
+
+
+class _Renderer:
+    interrupted = 0
+
+    def interrupt(self) -> None:
+        self.interrupted += 1
+
+
+async def test_an_interrupt_shows_the_face_at_rest_at_once() -> None:
+    """The idle picture goes to the video track inside `clear()`, not with the renderer's next
+    frame (up to a frame later, and on a node a round trip more)."""
+    publisher = TrackPublisher(FMT)
+    handed: list[int] = []
+    capture = publisher.video_source.capture_frame
+
+    def spy(frame, *args, **kwargs):  # type: ignore[no-untyped-def]
+        handed.append(frame.data[0])
+        return capture(frame, *args, **kwargs)
+
+    publisher.video_source.capture_frame = spy  # type: ignore[method-assign]
+    renderer = _Renderer()
+    playout = Playout(renderer, publisher, on_started=lambda turn: None, on_finished=lambda *a: None)  # type: ignore[arg-type]
+    try:
+        silence = np.zeros(1920, np.int16)
+        await playout._frame(RenderedFrame(np.full((48, 64, 3), IDLE, np.uint8), silence, speaking=False))
+        playout._playing = "turn"  # as a TurnStarted sets it
+        handed.clear()
+        playout.clear()
+        assert renderer.interrupted == 1
+        assert handed == [IDLE]
+    finally:
+        await publisher.aclose()

@@ -7,7 +7,9 @@
 - speech -> voice: from the same moment to the first published audio that carries it (a
   subscriber hears the reply then; face and voice should arrive together);
 - clear_buffer -> idle: from the agent's interrupt reaching the output, to the first published
-  frame that shows no speech.
+  frame that shows no speech;
+- voice dropouts: runs of exact silence under 0.5 s cut into the published speech (the audio
+  source ran dry; an interrupt's silence is longer).
 
 Uses the test-card engine (its level bar shows each frame's speech exactly), 640x360 at
 25 fps, rooms linked in process (no LiveKit server), and for node mode a real node over gRPC
@@ -27,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.livekit.conftest import Readback, _synthesize  # noqa: E402
+from tests.livekit.conftest import RATE, Readback, Speech, _synthesize, abrupt_gaps  # noqa: E402
 from tests.livekit.test_local_mode import local_avatar  # noqa: E402
 from tests.livekit.test_node_mode import node_avatar  # noqa: E402
 
@@ -99,6 +101,10 @@ async def main() -> None:
 
     photo = resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
     speech = _synthesize("This sentence is long enough to be interrupted in the middle of it, every time.")
+    # espeak's pauses are exact silence: a faint hiss there, so exact silence in the published
+    # voice is a dropout.
+    hiss = np.random.default_rng(1).normal(0, 30, len(speech.samples)).astype(np.int16)
+    speech = Speech(np.where(speech.samples == 0, hiss, speech.samples), speech.rate)
     if args.mode in ("local", "both"):
         async with local_avatar(photo, engine="testcard", width=640, height=360) as run:
             face, voice, idle = await measure(run, speech, args.runs, args.realtime_tts)
@@ -106,6 +112,7 @@ async def main() -> None:
         report("speech -> face", face)
         report("speech -> voice", voice)
         report("clear_buffer -> idle", idle)
+        print(f"  voice dropouts         {abrupt_gaps(run.readback.audio_samples(), loud=0, longest=RATE // 2)}")
     if args.mode in ("node", "both"):
         with start_background_node(NodeConfig(port=0, engines=["testcard"], text_to_speech=False)) as node:
             async with node_avatar(node, photo) as run:
@@ -114,6 +121,7 @@ async def main() -> None:
         report("speech -> face", face)
         report("speech -> voice", voice)
         report("clear_buffer -> idle", idle)
+        print(f"  voice dropouts         {abrupt_gaps(run.readback.audio_samples(), loud=0, longest=RATE // 2)}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ MIN_LEAD_MS = 0
 MAX_LEAD_MS = 500
 #: How much more than the latest stall the lead covers.
 LEAD_MARGIN = 1.25
+#: The audio source plays in 10 ms chunks: a lead finer than one does not help.
+SOURCE_CHUNK_S = 0.01
 #: How fast the lead shrinks back while the loop keeps time (ms of lead per second played).
 LEAD_DECAY_MS_PER_S = 5.0
 #: Frames remembered to account for what an interrupt discards (well over MAX_LEAD_MS).
@@ -128,7 +130,7 @@ class TrackPublisher:
             # The voice ran dry mid-speech: the loop (or the renderer) was `lead - ahead` late
             # at least. Cover more than that from now on, so a stall like it does not break it again.
             self.voice_gaps += 1
-            self.lead = min(MAX_LEAD_MS / 1000, LEAD_MARGIN * (self.lead - ahead) + 1 / fmt.fps)
+            self.lead = min(MAX_LEAD_MS / 1000, LEAD_MARGIN * (self.lead - ahead) + SOURCE_CHUNK_S)
             log.debug("avatar voice ran dry for %.0f ms; keeping %.0f ms ahead", -ahead * 1000, self.lead * 1000)
         elif self.lead > self._min_lead:
             self.lead = max(self._min_lead, self.lead - LEAD_DECAY_MS_PER_S / 1000 * duration)

@@ -23,10 +23,12 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from avatar_pipecat import AvatarVideoService, NodeAddress  # noqa: E402
-from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame  # noqa: E402
+from pipecat.frames.frames import InterruptionFrame, OutputImageRawFrame, TTSAudioRawFrame  # noqa: E402
 
 from avatar_node.server import NodeConfig, start_background_node  # noqa: E402
 from tests.pipecat.conftest import _synthesize  # noqa: E402
@@ -37,9 +39,13 @@ W, H, FPS = 640, 360, 25.0
 
 
 def first_picture(run: AvatarPipeline, after: float, speaking: bool) -> float:
-    for frame in run.frames():
-        if frame.at > after and frame.picture is not None and speaking_bar(frame.picture) == speaking:
-            return frame.at
+    """When the first picture pushed after `after` that shows (or not) speech left the service."""
+    for at, frame in list(run.down.seen):
+        if at > after and isinstance(frame, OutputImageRawFrame):
+            width, height = frame.size
+            picture = np.frombuffer(frame.image, np.uint8).reshape(height, width, 3)
+            if speaking_bar(picture) == speaking:
+                return at
     return math.nan
 
 

@@ -109,6 +109,7 @@ class AvatarVideoService(AIService):
         #: Frames pushed (pictures), and frames whose stale speech was withheld after an interruption.
         self.frames_pushed = 0
         self.frames_withheld = 0
+        self._rest: FeedFrame | None = None  # the latest idle frame with a picture: the face at rest
 
     @property
     def feed(self) -> LiveFeed | None:
@@ -172,9 +173,17 @@ class AvatarVideoService(AIService):
                 return  # passed on when the avatar has said the turn
             frame = passed
         elif isinstance(frame, (InterruptionFrame, UserStartedSpeakingFrame)):
-            if self._turns.interrupt():
+            interrupted = self._turns.interrupt()
+            if interrupted:
                 await self._control(lambda feed: feed.interrupt())
             self._finished.set()
+            await self.push_frame(frame, direction)
+            feed, rest = self._feed, self._rest
+            if interrupted and feed is not None and rest is not None and rest.picture is not None:
+                # The face at rest now, after the transport has dropped what it queued, rather
+                # than the last speaking picture until the avatar's next frame.
+                await self.push_frame(picture_frame(feed.format, rest, rest.picture))
+            return
         elif isinstance(frame, InputAudioRawFrame) and self._listen:
             user = frame  # the user's voice (passed on by the STT): the avatar shows it listens
             await self._control(lambda feed: feed.listen(user.audio, user.sample_rate, user.num_channels))
@@ -231,6 +240,8 @@ class AvatarVideoService(AIService):
         elif item.picture is not None:
             await self.push_frame(picture_frame(fmt, item, item.picture))
             self.frames_pushed += 1
+            if kind is Kind.IDLE:
+                self._rest = item
         context = self._turns.context_of(self._turns.on_screen)
         await self.push_frame(audio_frame(fmt, item, kind is Kind.SPEECH, context))
 

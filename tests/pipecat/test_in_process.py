@@ -12,6 +12,7 @@ import pytest
 from avatar_pipecat import AvatarVideoService
 from pipecat.frames.frames import (
     InterruptionFrame,
+    OutputImageRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
@@ -96,10 +97,17 @@ async def test_a_barge_in_mid_sentence_closes_the_mouth_at_once_and_no_speech_fo
     assert not any(f.speech or np.any(f.audio) for f in after), "speech audio was pushed after the barge-in"
     shown = [f for f in after if f.picture is not None]
     print("after:", [(round(bar_level(f.picture), 3), speaking_bar(f.picture)) for f in shown[:4]])
-    # The next picture shows the mouth no longer speaking (the card's bar turns grey as it closes)...
-    assert not speaking_bar(shown[0].picture), "the picture after the barge-in still shows speech"
-    # ...and from the one after it is closed.
+    # The next picture is the face at rest, pushed with the barge-in itself (not the avatar's
+    # next frame, whose mouth is only closing: the card's bar grey, not yet empty)...
+    assert not speaking_bar(shown[0].picture) and bar_level(shown[0].picture) <= 0.02, \
+        "the picture after the barge-in is not the face at rest"
+    # ...and so are the avatar's own frames after it.
     assert all(bar_level(f.picture) <= 0.02 for f in shown[1:]), "the mouth did not close within two frames"
+    # The first picture pushed after it is the latest idle picture from before the turn, pushed
+    # with the barge-in itself rather than with the avatar's next frame (up to a frame later).
+    resting = [f for f in before if f.picture is not None and not f.speech][-1]
+    first = next(f for f in run.downstream()[cut:] if isinstance(f, OutputImageRawFrame))
+    assert first.image == resting.picture.tobytes(), "the face at rest was not pushed with the barge-in"
     # The turn is over for Pipecat too: its stopped frame is not passed on after the interruption.
     assert not any(isinstance(f, TTSStoppedFrame) for f in run.downstream()[cut:])
 

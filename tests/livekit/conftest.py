@@ -26,6 +26,8 @@ from livekit import rtc  # noqa: E402
 
 from avatar_node.engines.testcard import bar_level  # noqa: E402
 
+from ..support.media import LONG_SENTENCE, SHORT_SENTENCE, speech_clip  # noqa: E402
+
 RATE = 48000
 
 
@@ -59,26 +61,18 @@ class Speech:
 
 
 def _synthesize(text: str) -> Speech:
-    from avatar_node.speech.tts import SpeechSynthesizer
-
-    synth = SpeechSynthesizer()
-    try:
-        clip = synth.synthesize(text)
-    finally:
-        synth.close()
-    return Speech(np.asarray(clip.samples, np.int16), clip.sample_rate)
+    return Speech(*speech_clip(text))
 
 
 @pytest.fixture(scope="session")
 def short_speech() -> Speech:
     """Real speech audio (espeak-ng), about two seconds."""
-    return _synthesize("Hello there, this is your avatar speaking.")
+    return _synthesize(SHORT_SENTENCE)
 
 
 @pytest.fixture(scope="session")
 def long_speech() -> Speech:
-    return _synthesize("This is a much longer sentence, so that there is plenty of time to interrupt it "
-                       "somewhere in the middle, before the avatar has finished saying all of it.")
+    return _synthesize(LONG_SENTENCE)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 if os.environ.get("CI", "").lower() == "true":
@@ -18,29 +17,22 @@ else:
 
 from avatar_node.server import NodeConfig, start_background_node  # noqa: E402
 
+from ..support.media import LONG_SENTENCE, SHORT_SENTENCE, speech_clip  # noqa: E402
 from .harness import Speech  # noqa: E402
 
 
 def _synthesize(text: str) -> Speech:
-    from avatar_node.speech.tts import SpeechSynthesizer
-
-    synth = SpeechSynthesizer()
-    try:
-        clip = synth.synthesize(text)
-    finally:
-        synth.close()
-    return Speech(np.asarray(clip.samples, np.int16), clip.sample_rate)
+    return Speech(*speech_clip(text))
 
 
 @pytest.fixture(scope="session")
 def short_speech() -> Speech:
-    return _synthesize("Hello there, this is your avatar speaking.")
+    return _synthesize(SHORT_SENTENCE)
 
 
 @pytest.fixture(scope="session")
 def long_speech() -> Speech:
-    return _synthesize("This is a much longer sentence, so that there is plenty of time to interrupt it "
-                       "somewhere in the middle, before the avatar has finished saying all of it.")
+    return _synthesize(LONG_SENTENCE)
 
 
 @pytest.fixture(scope="module")

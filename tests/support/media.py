@@ -1,4 +1,4 @@
-"""Test media: the sample photo, a speech-like tone, WAV files."""
+"""Test media: the sample photo, a speech-like tone, real synthesised speech, WAV files."""
 
 from __future__ import annotations
 
@@ -20,6 +20,21 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
     signal = sum(np.sin(2 * np.pi * freq * h * t) / h for h in range(1, 6))
     return (signal * envelope * amp * 32767 / 2).astype(np.int16)
+
+
+#: Sentences the edge tests speak: about two seconds, and long enough to interrupt mid-way.
+SHORT_SENTENCE = "Hello there, this is your avatar speaking."
+LONG_SENTENCE = ("This is a much longer sentence, so that there is plenty of time to interrupt it "
+                 "somewhere in the middle, before the avatar has finished saying all of it.")
+
+
+def speech_clip(text: str) -> tuple[np.ndarray, int]:
+    """Real synthesised speech (espeak-ng, the node's own voice): int16 mono samples and their rate."""
+    from avatar_node.speech.tts import SpeechSynthesizer
+
+    with SpeechSynthesizer() as tts:
+        clip = tts.synthesize(text)
+    return np.asarray(clip.samples, np.int16), clip.sample_rate
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> Path:

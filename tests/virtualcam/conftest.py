@@ -25,7 +25,8 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from ..support.media import write_wav as write_wav  # the camera tests import it from here
+from ..support.media import speech_clip as speech_clip  # the camera tests import these from here
+from ..support.media import write_wav as write_wav
 from ..support.node_process import NodeProcess, loopback_node
 from ..support.waits import wait_until
 
@@ -338,15 +339,6 @@ def start_cam(tmp_path: Path):  # type: ignore[no-untyped-def]
             run.process.wait(5)
         if run.keyboard is not None:
             os.close(run.keyboard)
-
-
-def speech_clip(text: str) -> tuple[np.ndarray, int]:
-    """Real synthesised speech (espeak-ng, as the node's own voice)."""
-    from avatar_node.speech.tts import SpeechSynthesizer
-
-    with SpeechSynthesizer() as tts:
-        clip = tts.synthesize(text)
-    return clip.samples, clip.sample_rate
 
 
 def resample(samples: np.ndarray, rate: int, to: int = RATE) -> np.ndarray:

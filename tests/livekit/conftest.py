@@ -11,7 +11,6 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, AsyncIterator
 
 import numpy as np
@@ -26,25 +25,14 @@ from livekit import rtc  # noqa: E402
 
 from avatar_node.engines.testcard import bar_level  # noqa: E402
 
+from ..support import media  # noqa: E402
 from ..support.media import LONG_SENTENCE, SHORT_SENTENCE, speech_clip  # noqa: E402
 
 RATE = 48000
 
 
-@pytest.fixture(scope="session")
-def photo() -> bytes:
-    return resources.files("avatar_node").joinpath("assets/sample_portrait.jpg").read_bytes()
-
-
 @dataclass(frozen=True)
-class Speech:
-    samples: np.ndarray  # int16 mono
-    rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.rate
-
+class Speech(media.Speech):
     def frames(self, chunk_ms: int = 20, realtime: bool = False) -> AsyncIterator[rtc.AudioFrame]:
         """As a TTS plugin hands it to the agent: small frames, faster than real time (or at 1x,
         as a streaming TTS that only just keeps up)."""

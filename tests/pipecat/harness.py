@@ -36,16 +36,11 @@ from pipecat.workers.runner import WorkerRunner
 
 from avatar_node.engines.testcard import bar_level
 
+from ..support import media
+
 
 @dataclass(frozen=True)
-class Speech:
-    samples: np.ndarray  # int16 mono
-    rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.rate
-
+class Speech(media.Speech):
     def tts_frames(self, chunk_ms: int = 20, context_id: str = "ctx-1") -> list[Frame]:
         """As a Pipecat TTS service pushes it: started, small audio chunks, stopped."""
         step = self.rate * chunk_ms // 1000

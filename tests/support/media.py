@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import wave
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.
 SHORT_SENTENCE = "Hello there, this is your avatar speaking."
 LONG_SENTENCE = ("This is a much longer sentence, so that there is plenty of time to interrupt it "
                  "somewhere in the middle, before the avatar has finished saying all of it.")
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Speech as a test hands it to a framework (each framework's tests add how it is sent)."""
+
+    samples: np.ndarray  # int16 mono
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
 
 
 def speech_clip(text: str) -> tuple[np.ndarray, int]:
